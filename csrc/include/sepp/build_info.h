@@ -1,0 +1,18 @@
+#pragma once
+
+#include <sepp/export.h>
+
+#include <string>
+
+namespace sepp {
+
+struct BuildInfo {
+  std::string version;        ///< sepp's version
+  std::string torch_version;  ///< the LibTorch sepp was compiled against
+  bool cuda = false;          ///< whether the CUDA kernels are compiled in
+  std::string cuda_version;   ///< nvcc's version when they are, else empty
+};
+
+SEPP_API BuildInfo build_info();
+
+}  // namespace sepp

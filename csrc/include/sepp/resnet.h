@@ -1,0 +1,100 @@
+#pragma once
+
+#include <sepp/blocks.h>
+#include <sepp/export.h>
+#include <sepp/se_block.h>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/pooling.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+namespace sepp {
+
+/// Options of ResNet / ResNeXt / SE-ResNet / SE-ResNeXt (one class, the variants are data; see factories.h).
+/// Parameter names and shapes follow timm (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.se.fc1`, `layer1.0.downsample.0`,
+/// `fc`), which are torchvision's for the plain ResNets.
+struct SEPP_API ResNetOptions {
+  ResNetOptions() = default;
+
+  /// "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper).
+  TORCH_ARG(std::string, block) = "bottleneck";
+  /// Blocks per stage, four stages.
+  TORCH_ARG(std::vector<int64_t>, layers) = std::vector<int64_t>({3, 4, 6, 3});
+  /// Classifier outputs; 0 = no classifier (forward returns the pooled features).
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  TORCH_ARG(int64_t, in_chans) = 3;
+  /// ResNeXt cardinality and width per group.
+  TORCH_ARG(int64_t, groups) = 1;
+  TORCH_ARG(int64_t, width_per_group) = 64;
+  /// Stride of a downsampling bottleneck on its first 1x1 (the original Caffe SENet weights) instead of its 3x3.
+  TORCH_ARG(bool, stride_in_1x1) = false;
+  /// SE block on/off for each of the four stages.
+  TORCH_ARG(std::vector<bool>, se_stages) = std::vector<bool>({false, false, false, false});
+  /// The SE blocks' options (`channels` is filled in per block).
+  TORCH_ARG(SEBlockOptions, se_options) = SEBlockOptions();
+  TORCH_ARG(std::string, se_strategy) = "standard";
+  /// Initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity.
+  TORCH_ARG(bool, zero_init_last) = true;
+  /// Dropout probability before the classifier (training only).
+  TORCH_ARG(double, drop_rate) = 0.0;
+
+ public:
+  /// Convenience: SE in every stage.
+  ResNetOptions& se(bool on) {
+    se_stages_ = std::vector<bool>(4, on);
+    return *this;
+  }
+  void validate() const;
+};
+
+/// ResNet with optional SE blocks.
+class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
+ public:
+  explicit ResNetImpl(const ResNetOptions& options = {});
+
+  void reset() override;
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+
+  /// [N, in_chans, H, W] -> logits [N, num_classes] (or pooled features [N, num_features] when num_classes == 0).
+  torch::Tensor forward(const torch::Tensor& x);
+  /// Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32].
+  torch::Tensor forward_features(const torch::Tensor& x);
+  /// Global average pool, dropout and classifier; with pre_logits the pooled features [N, num_features].
+  torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
+  /// The outputs of the four stages (strides 4, 8, 16, 32), for detection / segmentation backbones.
+  std::vector<torch::Tensor> forward_stages(const torch::Tensor& x);
+  /// Replaces the classifier with a freshly initialised one of `num_classes` outputs (0 = none).
+  void reset_classifier(int64_t num_classes);
+
+  /// Channels of the features before the classifier (512 * expansion).
+  int64_t num_features() const { return num_features_; }
+  /// Channels of each stage's output.
+  std::vector<int64_t> stage_channels() const;
+
+  ResNetOptions options;
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::MaxPool2d maxpool{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  /// torch::nn::Linear, or torch::nn::Identity when num_classes == 0.
+  torch::nn::AnyModule fc;
+
+ private:
+  torch::Tensor stem(const torch::Tensor& x);
+  torch::nn::Sequential make_layer(int64_t stage, int64_t planes, int64_t blocks, int64_t stride, int64_t& inplanes);
+  void make_classifier();
+  int64_t num_features_ = 0;
+};
+
+TORCH_MODULE(ResNet);
+
+}  // namespace sepp

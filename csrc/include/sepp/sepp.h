@@ -1,0 +1,9 @@
+#pragma once
+
+// sepp: Squeeze-and-Excitation networks as LibTorch modules.
+#include <sepp/blocks.h>
+#include <sepp/build_info.h>
+#include <sepp/factories.h>
+#include <sepp/ops.h>
+#include <sepp/resnet.h>
+#include <sepp/se_block.h>

@@ -1,0 +1,100 @@
+// sepp::se_scale on CUDA: out = [relu](x * scale[n, c] [+ identity]), one pass, on the current stream.
+
+#include "ops/se_scale_common.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <string>
+
+namespace sepp {
+namespace detail {
+std::string cuda_compiler_version() {
+  return std::to_string(__CUDACC_VER_MAJOR__) + "." + std::to_string(__CUDACC_VER_MINOR__);
+}
+}  // namespace detail
+
+namespace ops {
+namespace {
+
+template <typename scalar_t, bool kChannelsLast, bool kIdentity>
+__global__ void se_scale_kernel(
+    const scalar_t* __restrict__ x,
+    const scalar_t* __restrict__ s,
+    const scalar_t* __restrict__ id,
+    scalar_t* __restrict__ out,
+    int64_t total,
+    int64_t c,
+    int64_t hw,
+    bool relu) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    // Index of s[n, c] for element i: NCHW i = (n * C + c) * HW + p; NHWC i = (n * HW + p) * C + c.
+    const int64_t si = kChannelsLast ? (i / (hw * c)) * c + i % c : i / hw;
+    opmath_t v = static_cast<opmath_t>(x[i]) * static_cast<opmath_t>(s[si]);
+    if constexpr (kIdentity) {
+      v += static_cast<opmath_t>(id[i]);
+    }
+    if (relu && !(v > opmath_t(0)) && !(v != v)) {
+      v = opmath_t(0);
+    }
+    out[i] = static_cast<scalar_t>(v);
+  }
+}
+
+at::Tensor se_scale_cuda(
+    const at::Tensor& x_,
+    const at::Tensor& scale_,
+    const std::optional<at::Tensor>& identity_,
+    bool relu) {
+  detail::check_se_scale(x_, scale_, identity_);
+  TORCH_CHECK_VALUE(x_.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x_.device());
+  const c10::cuda::CUDAGuard guard(x_.device());
+  const auto layout = detail::se_scale_layout(x_);
+  const bool has_id = identity_.has_value() && identity_->defined();
+  const at::Tensor x = x_.contiguous(layout);
+  const at::Tensor scale = scale_.reshape({x.size(0), x.size(1)}).contiguous();
+  const at::Tensor identity = has_id ? identity_->contiguous(layout) : at::Tensor();
+  at::Tensor out = at::empty_like(x, layout);
+  const int64_t total = out.numel();
+  if (total == 0) {
+    return out;
+  }
+  const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+  constexpr int threads = 256;
+  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+  const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, max_blocks));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sepp::se_scale (CUDA)", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* sp = scale.const_data_ptr<scalar_t>();
+    const scalar_t* ip = has_id ? identity.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    const bool cl = layout == at::MemoryFormat::ChannelsLast;
+    if (cl && has_id) {
+      se_scale_kernel<scalar_t, true, true><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
+    } else if (cl) {
+      se_scale_kernel<scalar_t, true, false><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
+    } else if (has_id) {
+      se_scale_kernel<scalar_t, false, true><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
+    } else {
+      se_scale_kernel<scalar_t, false, false><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sepp, CUDA, m) {
+  m.impl("se_scale", &se_scale_cuda);
+}
+
+}  // namespace ops
+}  // namespace sepp

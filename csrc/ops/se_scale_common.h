@@ -1,0 +1,51 @@
+#pragma once
+
+// What every se_scale kernel checks before it touches memory, and the layout it works in.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+
+namespace sepp::ops::detail {
+
+inline void check_se_scale(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "sepp::se_scale: expected x of shape [N, C, H, W], got ", x.dim(), "-D ", x.sym_sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "sepp::se_scale: expected a floating-point x, got ", x.scalar_type());
+  const auto n = x.sym_size(0);
+  const auto c = x.sym_size(1);
+  const bool scale_ok = (scale.dim() == 2 && scale.sym_size(0) == n && scale.sym_size(1) == c) ||
+      (scale.dim() == 4 && scale.sym_size(0) == n && scale.sym_size(1) == c && scale.sym_size(2) == 1 &&
+       scale.sym_size(3) == 1);
+  TORCH_CHECK_VALUE(
+      scale_ok, "sepp::se_scale: expected scale of shape [", n, ", ", c, "] or [", n, ", ", c, ", 1, 1] for x of shape ",
+      x.sym_sizes(), ", got ", scale.sym_sizes());
+  TORCH_CHECK_TYPE(
+      scale.scalar_type() == x.scalar_type(), "sepp::se_scale: expected scale of dtype ", x.scalar_type(), " (x's), got ",
+      scale.scalar_type());
+  TORCH_CHECK_VALUE(
+      scale.device() == x.device(), "sepp::se_scale: expected scale on ", x.device(), " (x's device), got ",
+      scale.device());
+  if (identity.has_value() && identity->defined()) {
+    TORCH_CHECK_VALUE(
+        identity->sym_sizes() == x.sym_sizes(), "sepp::se_scale: expected identity of shape ", x.sym_sizes(),
+        " (x's), got ", identity->sym_sizes());
+    TORCH_CHECK_TYPE(
+        identity->scalar_type() == x.scalar_type(), "sepp::se_scale: expected identity of dtype ", x.scalar_type(),
+        " (x's), got ", identity->scalar_type());
+    TORCH_CHECK_VALUE(
+        identity->device() == x.device(), "sepp::se_scale: expected identity on ", x.device(), " (x's device), got ",
+        identity->device());
+  }
+}
+
+/// The layout the kernels work in (and the output has): channels_last when x is channels_last and not also plainly
+/// contiguous (ambiguous shapes such as C == 1 or H == W == 1 count as contiguous), else contiguous.
+inline at::MemoryFormat se_scale_layout(const at::Tensor& x) {
+  if (!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+}  // namespace sepp::ops::detail

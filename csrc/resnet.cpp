@@ -1,0 +1,179 @@
+#include <sepp/resnet.h>
+
+#include <torch/nn/functional/dropout.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/linear.h>
+
+#include <c10/util/Exception.h>
+
+namespace sepp {
+
+namespace nn = torch::nn;
+
+void ResNetOptions::validate() const {
+  TORCH_CHECK_VALUE(
+      block_ == "basic" || block_ == "bottleneck", "ResNet: expected block to be 'basic' or 'bottleneck', got '", block_,
+      "'");
+  TORCH_CHECK_VALUE(layers_.size() == 4, "ResNet: expected 4 stage depths in layers, got ", layers_.size());
+  for (auto n : layers_) {
+    TORCH_CHECK_VALUE(n >= 1, "ResNet: expected every stage depth >= 1, got layers = ", c10::IntArrayRef(layers_));
+  }
+  TORCH_CHECK_VALUE(se_stages_.size() == 4, "ResNet: expected 4 entries in se_stages, got ", se_stages_.size());
+  TORCH_CHECK_VALUE(num_classes_ >= 0, "ResNet: expected num_classes >= 0, got ", num_classes_);
+  TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
+  TORCH_CHECK_VALUE(
+      drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
+}
+
+ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
+  reset();
+}
+
+void ResNetImpl::reset() {
+  options.validate();
+  conv1 = register_module(
+      "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), 64, 7).stride(2).padding(3).bias(false)));
+  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
+  int64_t inplanes = 64;
+  const auto& l = options.layers();
+  layer1 = register_module("layer1", make_layer(0, 64, l[0], 1, inplanes));
+  layer2 = register_module("layer2", make_layer(1, 128, l[1], 2, inplanes));
+  layer3 = register_module("layer3", make_layer(2, 256, l[2], 2, inplanes));
+  layer4 = register_module("layer4", make_layer(3, 512, l[3], 2, inplanes));
+  num_features_ = inplanes;
+  make_classifier();
+  reset_parameters();
+}
+
+nn::Sequential ResNetImpl::make_layer(
+    int64_t stage,
+    int64_t planes,
+    int64_t blocks,
+    int64_t stride,
+    int64_t& inplanes) {
+  nn::Sequential layer;
+  const bool basic = options.block() == "basic";
+  for (int64_t i = 0; i < blocks; ++i) {
+    auto o = BlockOptions(inplanes, planes)
+                 .stride(i == 0 ? stride : 1)
+                 .groups(options.groups())
+                 .base_width(options.width_per_group())
+                 .stride_in_1x1(options.stride_in_1x1())
+                 .se(options.se_stages()[stage])
+                 .se_options(options.se_options())
+                 .se_strategy(options.se_strategy());
+    if (basic) {
+      layer->push_back(BasicBlock(o));
+      inplanes = planes * BasicBlockImpl::expansion;
+    } else {
+      layer->push_back(Bottleneck(o));
+      inplanes = planes * BottleneckImpl::expansion;
+    }
+  }
+  return layer;
+}
+
+void ResNetImpl::make_classifier() {
+  if (options.num_classes() > 0) {
+    fc = nn::AnyModule(nn::Linear(num_features_, options.num_classes()));
+  } else {
+    fc = nn::AnyModule(nn::Identity());
+  }
+  if (named_children().contains("fc")) {
+    replace_module("fc", fc.ptr());
+  } else {
+    register_module("fc", fc.ptr());
+  }
+}
+
+void ResNetImpl::reset_parameters() {
+  // As timm / torchvision: Kaiming-normal (fan_out, ReLU) convolutions (the SE's 1x1 FCs included), BN = identity,
+  // and optionally the last BN of every residual branch at zero.
+  torch::NoGradGuard no_grad;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<nn::Conv2d>()) {
+      nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+      if (conv->bias.defined()) {
+        conv->bias.zero_();
+      }
+    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+      bn->weight.fill_(1.0);
+      bn->bias.zero_();
+    }
+  }
+  if (options.zero_init_last()) {
+    for (auto& m : modules(/*include_self=*/false)) {
+      if (auto* b = m->as<Bottleneck>()) {
+        b->last_bn()->weight.zero_();
+      } else if (auto* b = m->as<BasicBlock>()) {
+        b->last_bn()->weight.zero_();
+      }
+    }
+  }
+}
+
+void ResNetImpl::pretty_print(std::ostream& stream) const {
+  stream << "sepp::ResNet(block=" << options.block() << ", layers=" << c10::IntArrayRef(options.layers())
+         << ", num_classes=" << options.num_classes();
+  if (options.groups() != 1) {
+    stream << ", groups=" << options.groups() << ", width_per_group=" << options.width_per_group();
+  }
+  stream << ")";
+}
+
+torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
+  detail::check_input(x, options.in_chans(), conv1->weight, "ResNet");
+  return maxpool->forward(torch::relu(bn1->forward(conv1->forward(x))));
+}
+
+torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
+  auto h = stem(x);
+  h = layer1->forward(h);
+  h = layer2->forward(h);
+  h = layer3->forward(h);
+  return layer4->forward(h);
+}
+
+std::vector<torch::Tensor> ResNetImpl::forward_stages(const torch::Tensor& x) {
+  std::vector<torch::Tensor> out;
+  auto h = stem(x);
+  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
+    h = (*layer)->forward(h);
+    out.push_back(h);
+  }
+  return out;
+}
+
+torch::Tensor ResNetImpl::forward_head(const torch::Tensor& features, bool pre_logits) {
+  TORCH_CHECK_VALUE(
+      features.dim() == 4 && features.size(1) == num_features_, "ResNet.forward_head: expected features [N, ",
+      num_features_, ", H, W], got shape ", features.sizes());
+  auto h = features.mean({2, 3});
+  if (options.drop_rate() > 0.0) {
+    h = torch::dropout(h, options.drop_rate(), is_training());
+  }
+  if (pre_logits) {
+    return h;
+  }
+  return fc.forward(h);
+}
+
+torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {
+  return forward_head(forward_features(x));
+}
+
+void ResNetImpl::reset_classifier(int64_t num_classes) {
+  TORCH_CHECK_VALUE(num_classes >= 0, "ResNet.reset_classifier: expected num_classes >= 0, got ", num_classes);
+  const auto w = conv1->weight;
+  options.num_classes(num_classes);
+  make_classifier();
+  fc.ptr()->to(w.device(), w.scalar_type());
+}
+
+std::vector<int64_t> ResNetImpl::stage_channels() const {
+  const int64_t e = options.block() == "basic" ? BasicBlockImpl::expansion : BottleneckImpl::expansion;
+  return {64 * e, 128 * e, 256 * e, 512 * e};
+}
+
+}  // namespace sepp

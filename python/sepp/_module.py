@@ -1,0 +1,230 @@
+"""The adapter that makes a C++ ``torch::nn::Module`` a real :class:`torch.nn.Module`.
+
+A :class:`CppModule` holds the C++ module (``_cpp``) and mirrors it: its ``_parameters`` and ``_buffers`` hold the very
+tensors the C++ module computes with (same storage, same autograd leaf), and its ``_modules`` hold the C++ children,
+each wrapped the same way. So everything ``torch.nn.Module`` builds on those dictionaries works as usual
+(``parameters()``, ``state_dict()``, ``load_state_dict()``, optimizers, DDP, hooks on parameters), while ``forward``
+runs in C++.
+
+What must reach C++ is routed there: ``train()``/``eval()`` (the ``training`` flag lives in C++), device / dtype /
+memory-format moves (done in place on the shared tensors, so C++ sees them), ``copy.deepcopy`` (C++ ``clone()``).
+Replacing a submodule or a parameter object from Python would leave C++ computing with the old one, so it raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import OrderedDict
+from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from . import _C
+
+_CppBase = torch._C.cpp.nn.Module
+
+# C++ type -> Python class, filled by the classes that declare a `_cpp_type`.
+_WRAPPERS: Dict[type, type] = {}
+
+
+def wrap(cpp: Any) -> "CppModule":
+    """The Python module for a C++ module: its registered class, else a plain :class:`CppModule`."""
+    cls = _WRAPPERS.get(type(cpp)) or (CppSequential if _cpp_name(cpp) == "Sequential" else CppModule)
+    obj = cls.__new__(cls)
+    CppModule._attach(obj, cpp)
+    return obj
+
+
+def _cpp_name(cpp: Any) -> str:
+    # "torch::nn::Conv2dImpl" -> "Conv2d"; "sepp::SEBlockImpl" -> "SEBlock"
+    name = repr(cpp).split("::")[-1]
+    return name[: -len("Impl")] if name.endswith("Impl") else name
+
+
+class CppModule(nn.Module):
+    """A :class:`torch.nn.Module` backed by a C++ ``torch::nn::Module`` (see the module docstring)."""
+
+    _cpp_type: ClassVar[Optional[type]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_cpp_type") is not None:
+            _WRAPPERS[cls._cpp_type] = cls
+
+    def __init__(self, cpp: Any) -> None:
+        CppModule._attach(self, cpp)
+
+    def _attach(self, cpp: Any) -> None:
+        if not isinstance(cpp, _CppBase):
+            raise TypeError(f"expected a C++ torch::nn::Module, got {type(cpp).__name__}")
+        d = self.__dict__
+        d["_cpp"] = cpp
+        d["_sepp_ready"] = False
+        nn.Module.__init__(self)  # sets self.training, which the property below ignores until ready
+        d["_sepp_ready"] = True
+        self._sepp_sync()
+
+    # ------------------------------------------------------------------ mirroring
+    def _sepp_sync(self) -> None:
+        """(Re)builds the mirror of the C++ module's own parameters, buffers and children.
+
+        Call after any C++ call that replaces a submodule. Unchanged children keep their Python objects.
+        """
+        cpp = self._cpp
+        params: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for name, t in cpp.named_parameters(False).items():
+            t._is_param = True  # isinstance(t, nn.Parameter) holds, and t stays the tensor C++ computes with
+            params[name] = t
+        buffers: "OrderedDict[str, torch.Tensor]" = OrderedDict(cpp.named_buffers(False).items())
+        old = self.__dict__.get("_modules") or {}
+        children: "OrderedDict[str, nn.Module]" = OrderedDict()
+        for name, child in cpp.named_children().items():
+            prev = old.get(name)
+            children[name] = prev if isinstance(prev, CppModule) and prev._cpp is child else wrap(child)
+        d = self.__dict__
+        d["_parameters"] = params
+        d["_buffers"] = buffers
+        d["_modules"] = children
+        d["_non_persistent_buffers_set"] = set()
+
+    # ------------------------------------------------------------------ training flag lives in C++
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        return bool(self.__dict__["_cpp"].training)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        if self.__dict__.get("_sepp_ready"):
+            self.__dict__["_cpp"].train(bool(mode))
+
+    def train(self, mode: bool = True) -> "CppModule":
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+        self._cpp.train(mode)  # recursive in C++
+        for m in self.children():  # Python-only modules (none today) would need the call too
+            if not isinstance(m, CppModule):
+                m.train(mode)
+        return self
+
+    # ------------------------------------------------------------------ moves happen in place
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "CppModule":
+        if recurse:
+            for m in self.children():
+                m._apply(fn)
+        with torch.no_grad():
+            for t in itertools.chain(self._parameters.values(), self._buffers.values()):
+                if t is None:
+                    continue
+                moved = fn(t)
+                if moved is not t:
+                    # Same tensor object (so C++ and optimizers keep it), new data.
+                    t.data = moved.data if isinstance(moved, torch.Tensor) else moved
+                if t.grad is not None:
+                    g = fn(t.grad)
+                    if g is not t.grad:
+                        t.grad = g
+        return self
+
+    # ------------------------------------------------------------------ structure is owned by C++
+    def __setattr__(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        if d.get("_sepp_ready") and name not in type(self).__dict__ and name != "training":
+            if isinstance(value, nn.Module) or (isinstance(value, torch.Tensor) and (
+                    name in d.get("_parameters", {}) or name in d.get("_buffers", {}) or
+                    name in d.get("_modules", {}))):
+                raise TypeError(
+                    f"{self._get_name()}.{name}: sepp modules are C++ modules; replacing a submodule or a parameter "
+                    f"from Python would not reach the C++ forward. Change values in place (e.g. "
+                    f"`with torch.no_grad(): m.{name}.copy_(...)`) or use the C++ API (e.g. reset_classifier)")
+        super().__setattr__(name, value)
+
+    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
+        if self.__dict__.get("_sepp_ready"):
+            raise TypeError(f"{self._get_name()}: cannot register a parameter from Python on a C++ module")
+        super().register_parameter(name, param)
+
+    def register_buffer(self, name: str, tensor: Optional[torch.Tensor], persistent: bool = True) -> None:
+        if self.__dict__.get("_sepp_ready"):
+            raise TypeError(f"{self._get_name()}: cannot register a buffer from Python on a C++ module")
+        super().register_buffer(name, tensor, persistent)
+
+    def add_module(self, name: str, module: Optional[nn.Module]) -> None:
+        if self.__dict__.get("_sepp_ready"):
+            raise TypeError(f"{self._get_name()}: cannot add a submodule from Python to a C++ module")
+        super().add_module(name, module)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            pass
+        cpp = self.__dict__.get("_cpp")
+        if cpp is not None and not name.startswith("_"):
+            opts = getattr(cpp, "options", None)
+            if isinstance(opts, dict) and name in opts:
+                return opts[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    # ------------------------------------------------------------------ forward, repr, copies
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.forward(self._cpp, x)
+
+    def _get_name(self) -> str:
+        return type(self).__name__ if type(self) is not CppModule else _cpp_name(self._cpp)
+
+    def extra_repr(self) -> str:
+        text = _C.pretty_print(self._cpp)
+        start, end = text.find("("), text.rfind(")")
+        return text[start + 1:end] if 0 <= start < end else ""
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "CppModule":
+        new = wrap(self._cpp.clone())  # C++ clone(): new parameters and buffers with the same values
+        memo[id(self)] = new
+        # Python-side extras (e.g. a pretrained config) are copied too; nn.Module's own state is already there.
+        for key, value in self.__dict__.items():
+            if key not in new.__dict__:
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        for (_, p), (_, q) in zip(self.named_parameters(), new.named_parameters()):
+            q.requires_grad_(p.requires_grad)
+        return new
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        raise TypeError(
+            f"a {self._get_name()} submodule of a sepp model cannot be pickled on its own; pickle the whole model "
+            f"(or save its state_dict / sepp weights)")
+
+
+class CppSequential(CppModule):
+    """A C++ ``torch::nn::Sequential``: indexable and iterable like :class:`torch.nn.Sequential`."""
+
+    def __getitem__(self, idx: Union[int, slice]) -> Any:
+        children = list(self._modules.values())
+        if isinstance(idx, slice):
+            raise TypeError("slicing a C++ Sequential is not supported; index single blocks")
+        return children[idx]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self._modules.values())
+
+
+class TypedCppModule(CppModule):
+    """A CppModule whose class can be rebuilt from its options: picklable (``torch.save(model)``)."""
+
+    def __reduce_ex__(self, protocol: int) -> Any:
+        state = OrderedDict((k, v.detach()) for k, v in self.state_dict().items())
+        return (_restore, (type(self), dict(self._cpp.options), state, self.training))
+
+
+def _restore(cls: type, options: Dict[str, Any], state: "OrderedDict[str, torch.Tensor]", training: bool) -> Any:
+    module = cls(**options)
+    first = next((t for t in state.values() if t.is_floating_point()), None)
+    if first is not None:
+        module.to(device=first.device, dtype=first.dtype)
+    module.load_state_dict(state)
+    module.train(training)
+    return module
