@@ -172,7 +172,7 @@ class CppModule(nn.Module):
         return _C.forward(self._cpp, x)
 
     def _get_name(self) -> str:
-        return type(self).__name__ if type(self) is not CppModule else _cpp_name(self._cpp)
+        return type(self).__name__ if type(self)._cpp_type is not None else _cpp_name(self._cpp)
 
     def extra_repr(self) -> str:
         text = _C.pretty_print(self._cpp)

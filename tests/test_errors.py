@@ -1,0 +1,96 @@
+"""Bad input raises a Python exception naming what was expected and what came; nothing crashes the interpreter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sepp
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sepp.ResNet(block="basic", layers=(1, 1, 1, 1), num_classes=4, se=True).eval()
+
+
+@pytest.mark.parametrize("shape,got", [((3, 32, 32), r"got a 3-D tensor of shape \[3, 32, 32\]"),
+                                       ((1, 3, 2, 32, 32), r"got a 5-D tensor of shape \[1, 3, 2, 32, 32\]")])
+def test_wrong_rank(model, shape, got):
+    with pytest.raises(ValueError, match=r"expected a 4-D input \[N, C, H, W\], " + got):
+        model(torch.randn(shape))
+
+
+def test_wrong_channel_count(model):
+    with pytest.raises(ValueError, match=r"expected 3 input channels, got 4"):
+        model(torch.randn(1, 4, 32, 32))
+
+
+def test_integer_input(model):
+    with pytest.raises(TypeError, match=r"expected a floating-point input, got Long"):
+        model(torch.ones(1, 3, 32, 32, dtype=torch.long))
+
+
+def test_dtype_other_than_the_weights(model):
+    with pytest.raises(TypeError, match=r"expected a Float input \(the weights' dtype\), got Double"):
+        model(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
+def test_input_on_another_device_than_the_weights(model):
+    other = "cuda" if torch.cuda.is_available() else "meta"
+    with pytest.raises(ValueError, match=rf"expected the input on cpu \(where the weights are\), got {other}"):
+        model(torch.randn(1, 3, 32, 32, device=other))
+
+
+def test_blocks_and_se_check_their_inputs_too(model):
+    with pytest.raises(ValueError, match=r"BasicBlock: expected 64 input channels, got 3"):
+        model.layer1[0](torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"SEBlock: expected 64 input channels, got 5"):
+        model.layer1[0].se(torch.randn(1, 5, 8, 8))
+    with pytest.raises(ValueError, match=r"forward_head: expected features \[N, 512, H, W\], got shape \[1, 3, 2, 2\]"):
+        model.forward_head(torch.randn(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(reduction=0), r"expected 1 <= reduction <= channels \(64\), got reduction = 0"),
+    (dict(reduction=65), r"expected 1 <= reduction <= channels \(64\), got reduction = 65"),
+    (dict(squeeze="mean"), r"expected squeeze to be one of 'avg', 'max', 'avgmax', got 'mean'"),
+    (dict(gate="relu"), r"expected gate to be one of 'sigmoid', 'hard_sigmoid', 'tanh', got 'relu'"),
+    (dict(rd_channels=-2), r"expected rd_channels >= 1 \(or 0 to derive it\), got -2"),
+])
+def test_bad_se_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sepp.SEBlock(64, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(se_strategy="after"), r"expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got 'after'"),
+    (dict(block="wide"), r"expected block to be 'basic' or 'bottleneck', got 'wide'"),
+    (dict(layers=(1, 1, 1)), r"expected 4 stage depths in layers, got 3"),
+    (dict(layers=(1, 0, 1, 1)), r"expected every stage depth >= 1"),
+    (dict(se=(True, False)), r"expected a bool or 4 bools"),
+    (dict(num_classes=-1), r"expected num_classes >= 0, got -1"),
+    (dict(drop_rate=1.5), r"expected 0 <= drop_rate < 1, got 1.5"),
+    (dict(reduction=100), r"expected 1 <= reduction <= channels \(64\), got reduction = 100"),
+])
+def test_bad_resnet_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sepp.ResNet(**{"block": "basic", "layers": (1, 1, 1, 1), "se": True, **kwargs})
+
+
+def test_unknown_model_and_override():
+    with pytest.raises(ValueError, match=r"unknown model 'se_resnet51'; expected one of: resnet18, .*se_resnet50"):
+        sepp.create_model("se_resnet51")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['depth'\]"):
+        sepp.se_resnet50(depth=3)
+
+
+def test_load_state_dict_with_a_wrong_shape_names_it(model):
+    sd = model.state_dict()
+    sd["layer2.0.se.fc1.weight"] = torch.zeros(9, 128, 1, 1)
+    with pytest.raises(RuntimeError, match=r"size mismatch for layer2.0.se.fc1.weight"):
+        model.load_state_dict(sd)
+
+
+def test_basic_block_refuses_resnext_options():
+    with pytest.raises(ValueError, match=r"BasicBlock: expected groups = 1 and base_width = 64"):
+        sepp.BasicBlock(64, 64, groups=32)
