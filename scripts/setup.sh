@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: a virtual environment (.venv) with torch and the build tools, then build and
+# install sepp into it (C++ library, CUDA kernels when torch has CUDA and nvcc is found, Python extension, sepp-bench).
+# Idempotent: a second run only rebuilds what changed.
+#
+# SEPP_PYTHON=python3.11   the interpreter for the venv (default: python3)
+# SEPP_USE_SYSTEM_PYTHON=1 skip the venv and installs; build with the current python's torch (e.g. a GPU machine with
+#                          torch preinstalled and no network)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${SEPP_USE_SYSTEM_PYTHON:-0}" == "1" ]]; then
+  PY=${SEPP_PYTHON:-python3}
+else
+  if [[ ! -x .venv/bin/python ]]; then
+    echo "== creating .venv"
+    "${SEPP_PYTHON:-python3}" -m venv .venv
+  fi
+  PY=.venv/bin/python
+  stamp=.venv/.sepp-requirements
+  if ! cmp -s requirements-dev.txt "$stamp"; then
+    echo "== installing requirements-dev.txt into .venv"
+    "$PY" -m pip install --quiet --upgrade pip
+    "$PY" -m pip install --quiet -r requirements-dev.txt
+    cp requirements-dev.txt "$stamp"
+  fi
+  export PATH="$PWD/.venv/bin:$PATH"
+fi
+
+echo "== building and installing sepp ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+# --no-build-isolation: the extension must link the torch that will run it.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+"$PY" -m pip install --quiet --no-build-isolation --no-deps .
+"$PY" -c "import sepp; print('== sepp', sepp.__version__, sepp.build_info())"
