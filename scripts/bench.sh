@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if [[ "${SEPP_USE_SYSTEM_PYTHON:-0}" == "1" ]]; then PY=${SEPP_PYTHON:-python3}; else PY=.venv/bin/python; fi
+if [[ "${SEPP_USE_SYSTEM_PYTHON:-0}" == "1" ]]; then PY=${SEPP_PYTHON:-python3}; else PY="$PWD/.venv/bin/python"; fi
 device=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 bench="$(dirname "$PY")/sepp-bench"
 [[ -x "$bench" ]] || bench="$PY -m sepp._cli"
