@@ -3,6 +3,7 @@
 // What every se_scale kernel checks before it touches memory, and the layout it works in.
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 
 #include <optional>
@@ -46,6 +47,32 @@ inline at::MemoryFormat se_scale_layout(const at::Tensor& x) {
     return at::MemoryFormat::ChannelsLast;
   }
   return at::MemoryFormat::Contiguous;
+}
+
+/// The operands as every kernel reads them: x and identity dense in one layout, scale dense [N, C], out allocated.
+struct SEScaleOperands {
+  at::MemoryFormat layout;
+  at::Tensor x, scale, identity, out;  // identity undefined when absent
+  bool has_identity() const {
+    return identity.defined();
+  }
+};
+
+/// Checks the inputs (after the kernel's own device check) and makes the operands.
+inline SEScaleOperands prepare_se_scale(
+    const at::Tensor& x,
+    const at::Tensor& scale,
+    const std::optional<at::Tensor>& identity) {
+  check_se_scale(x, scale, identity);
+  SEScaleOperands o;
+  o.layout = se_scale_layout(x);
+  o.x = x.contiguous(o.layout);
+  o.scale = scale.reshape({x.size(0), x.size(1)}).contiguous();
+  if (identity.has_value() && identity->defined()) {
+    o.identity = identity->contiguous(o.layout);
+  }
+  o.out = at::empty_like(o.x, o.layout);
+  return o;
 }
 
 }  // namespace sepp::ops::detail

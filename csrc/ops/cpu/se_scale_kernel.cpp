@@ -5,7 +5,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 namespace sepp::ops {
@@ -57,35 +56,28 @@ void se_scale_cpu_impl(
 }
 
 at::Tensor se_scale_cpu(
-    const at::Tensor& x_,
-    const at::Tensor& scale_,
-    const std::optional<at::Tensor>& identity_,
+    const at::Tensor& x,
+    const at::Tensor& scale,
+    const std::optional<at::Tensor>& identity,
     bool relu) {
-  detail::check_se_scale(x_, scale_, identity_);
-  TORCH_CHECK_VALUE(x_.device().is_cpu(), "sepp::se_scale (CPU kernel): expected a CPU tensor, got ", x_.device());
-  const auto layout = detail::se_scale_layout(x_);
-  const bool has_id = identity_.has_value() && identity_->defined();
-  const at::Tensor x = x_.contiguous(layout);
-  const at::Tensor scale = scale_.reshape({x.size(0), x.size(1)}).contiguous();
-  const at::Tensor identity = has_id ? identity_->contiguous(layout) : at::Tensor();
-  at::Tensor out = at::empty_like(x, layout);
-  if (out.numel() == 0) {
-    return out;
+  TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_scale (CPU kernel): expected a CPU tensor, got ", x.device());
+  const auto o = detail::prepare_se_scale(x, scale, identity);
+  if (o.out.numel() == 0) {
+    return o.out;
   }
-  const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sepp::se_scale (CPU)", [&] {
-    const scalar_t* id = has_id ? identity.const_data_ptr<scalar_t>() : nullptr;
-    if (layout == at::MemoryFormat::ChannelsLast) {
-      se_scale_cpu_impl<scalar_t, true>(
-          x.const_data_ptr<scalar_t>(), scale.const_data_ptr<scalar_t>(), id, out.mutable_data_ptr<scalar_t>(), n, c,
-          hw, relu);
+  const int64_t n = o.x.size(0), c = o.x.size(1), hw = o.x.size(2) * o.x.size(3);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "sepp::se_scale (CPU)", [&] {
+    const scalar_t* xp = o.x.const_data_ptr<scalar_t>();
+    const scalar_t* sp = o.scale.const_data_ptr<scalar_t>();
+    const scalar_t* ip = o.has_identity() ? o.identity.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = o.out.mutable_data_ptr<scalar_t>();
+    if (o.layout == at::MemoryFormat::ChannelsLast) {
+      se_scale_cpu_impl<scalar_t, true>(xp, sp, ip, op, n, c, hw, relu);
     } else {
-      se_scale_cpu_impl<scalar_t, false>(
-          x.const_data_ptr<scalar_t>(), scale.const_data_ptr<scalar_t>(), id, out.mutable_data_ptr<scalar_t>(), n, c,
-          hw, relu);
+      se_scale_cpu_impl<scalar_t, false>(xp, sp, ip, op, n, c, hw, relu);
     }
   });
-  return out;
+  return o.out;
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -48,46 +47,40 @@ __global__ void se_scale_kernel(
 }
 
 at::Tensor se_scale_cuda(
-    const at::Tensor& x_,
-    const at::Tensor& scale_,
-    const std::optional<at::Tensor>& identity_,
+    const at::Tensor& x,
+    const at::Tensor& scale,
+    const std::optional<at::Tensor>& identity,
     bool relu) {
-  detail::check_se_scale(x_, scale_, identity_);
-  TORCH_CHECK_VALUE(x_.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x_.device());
-  const c10::cuda::CUDAGuard guard(x_.device());
-  const auto layout = detail::se_scale_layout(x_);
-  const bool has_id = identity_.has_value() && identity_->defined();
-  const at::Tensor x = x_.contiguous(layout);
-  const at::Tensor scale = scale_.reshape({x.size(0), x.size(1)}).contiguous();
-  const at::Tensor identity = has_id ? identity_->contiguous(layout) : at::Tensor();
-  at::Tensor out = at::empty_like(x, layout);
-  const int64_t total = out.numel();
+  TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto o = detail::prepare_se_scale(x, scale, identity);
+  const int64_t total = o.out.numel();
   if (total == 0) {
-    return out;
+    return o.out;
   }
-  const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+  const int64_t c = o.x.size(1), hw = o.x.size(2) * o.x.size(3);
   constexpr int threads = 256;
   const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, max_blocks));
   auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sepp::se_scale (CUDA)", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* sp = scale.const_data_ptr<scalar_t>();
-    const scalar_t* ip = has_id ? identity.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    const bool cl = layout == at::MemoryFormat::ChannelsLast;
-    if (cl && has_id) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.x.scalar_type(), "sepp::se_scale (CUDA)", [&] {
+    const scalar_t* xp = o.x.const_data_ptr<scalar_t>();
+    const scalar_t* sp = o.scale.const_data_ptr<scalar_t>();
+    const scalar_t* ip = o.has_identity() ? o.identity.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = o.out.mutable_data_ptr<scalar_t>();
+    const bool cl = o.layout == at::MemoryFormat::ChannelsLast;
+    if (cl && ip != nullptr) {
       se_scale_kernel<scalar_t, true, true><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
     } else if (cl) {
       se_scale_kernel<scalar_t, true, false><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
-    } else if (has_id) {
+    } else if (ip != nullptr) {
       se_scale_kernel<scalar_t, false, true><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
     } else {
       se_scale_kernel<scalar_t, false, false><<<blocks, threads, 0, stream>>>(xp, sp, ip, op, total, c, hw, relu);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return o.out;
 }
 
 }  // namespace
