@@ -233,3 +233,25 @@ def test_loads_torchvision_state_dicts_strictly_and_matches_outputs(name):
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         assert rel_err(m(x), t(x)) < 1e-10
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)],
+                         ids=["f32", "f16", "bf16"])
+def test_cuda_moves_and_forward_match_cpu(dtype, tol):
+    m = randomize_(sepp.se_resnet50()).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = m(x)
+        assert m.cuda() is m and m.conv1.weight.is_cuda
+        assert m.to(dtype) is m
+        for channels_last in (False, True):
+            xc = x.cuda().to(dtype)
+            if channels_last:
+                m.to(memory_format=torch.channels_last)
+                xc = xc.contiguous(memory_format=torch.channels_last)
+            y = m(xc)
+            assert y.is_cuda and y.dtype == dtype
+            assert rel_err(y.float().cpu(), expected) < tol
+    assert m.cpu().float() is m and not m.conv1.weight.is_cuda

@@ -11,7 +11,11 @@ import sepp
 from sepp.ops import se_scale
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+_skip_without_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def cuda_only(f):
+    return pytest.mark.cuda(_skip_without_cuda(f))
 
 
 def formula(x, s, identity=None, relu=False):
