@@ -9,6 +9,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# System packages (Debian): nlohmann-json for the safetensors header, GoogleTest for the C++ tests.
+need=()
+[[ -f /usr/include/nlohmann/json.hpp ]] || need+=(nlohmann-json3-dev)
+[[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
+if ((${#need[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    echo "sepp setup: please install ${need[*]} (or their equivalents) with your system's package manager" >&2
+    exit 1
+  fi
+  sudo=""
+  if [[ $(id -u) != 0 ]]; then sudo="sudo"; fi
+  echo "== installing ${need[*]} (apt)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
 if [[ "${SEPP_USE_SYSTEM_PYTHON:-0}" == "1" ]]; then
   PY=${SEPP_PYTHON:-python3}
 else

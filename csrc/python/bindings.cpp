@@ -237,6 +237,18 @@ PYBIND11_MODULE(_C, m) {
       py::arg("name"), "The ResNet keyword arguments of a named model.");
   m.def("pretty_print", &pretty, py::arg("module"), "The one-line description a C++ module prints of itself.");
   m.def("forward", &forward_any, py::arg("module"), py::arg("x"), kNoGil);
+  m.def("save_weights", &sepp::save_weights, py::arg("module"), py::arg("path"), kNoGil,
+        "Writes the module's parameters and buffers as safetensors, atomically (C++ writer).");
+  m.def("load_weights", &sepp::load_weights, py::arg("module"), py::arg("path"), kNoGil,
+        "Loads a safetensors file into the module after checking all of it (C++ reader).");
+  m.def(
+      "read_safetensors",
+      [](const std::string& path) {
+        py::dict d;
+        for (auto& [name, t] : sepp::read_safetensors(path)) d[py::str(name)] = t;
+        return d;
+      },
+      py::arg("path"), "The tensors of a safetensors file, through the C++ reader.");
   m.def("build_info", [] {
     const auto info = sepp::build_info();
     py::dict d;

@@ -7,3 +7,4 @@
 #include <sepp/ops.h>
 #include <sepp/resnet.h>
 #include <sepp/se_block.h>
+#include <sepp/weights.h>

@@ -1,0 +1,250 @@
+#include <sepp/weights.h>
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace sepp {
+
+static_assert(std::endian::native == std::endian::little, "sepp's safetensors I/O assumes a little-endian host");
+
+namespace {
+
+constexpr uint64_t kMaxHeader = 100u * 1024u * 1024u;  // as the safetensors reference implementation
+
+struct DType {
+  const char* name;
+  torch::ScalarType type;
+  int64_t size;
+};
+
+constexpr DType kDTypes[] = {
+    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
+    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8}, {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
+    {"BOOL", torch::kBool, 1},
+};
+
+const DType* dtype_by_name(const std::string& name) {
+  for (const auto& d : kDTypes) {
+    if (name == d.name) return &d;
+  }
+  return nullptr;
+}
+
+const DType& dtype_of(torch::ScalarType t, const std::string& path, const std::string& tensor) {
+  for (const auto& d : kDTypes) {
+    if (d.type == t) return d;
+  }
+  TORCH_CHECK_TYPE(false, "sepp::save_weights('", path, "'): tensor '", tensor, "' has dtype ", t,
+                   ", which safetensors cannot hold here");
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK_VALUE(in.good(), "sepp::load_weights('", path, "'): cannot open the file: ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  TORCH_CHECK_VALUE(!in.bad(), "sepp::load_weights('", path, "'): read error");
+  return std::move(ss).str();
+}
+
+}  // namespace
+
+NamedTensors read_safetensors(const std::string& path) {
+  const std::string bytes = read_file(path);
+  const auto fail = [&](auto&&... what) {
+    TORCH_CHECK_VALUE(false, "sepp::load_weights('", path, "'): ", what...);
+  };
+  if (bytes.size() < 8) fail("truncated file: ", bytes.size(), " bytes, expected at least 8 (the header length)");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  if (header_len > kMaxHeader) fail("header length ", header_len, " exceeds the limit of ", kMaxHeader, " bytes");
+  if (header_len > bytes.size() - 8) {
+    fail("header length ", header_len, " runs past the end of the file (", bytes.size() - 8, " bytes after it)");
+  }
+  const char* header_begin = bytes.data() + 8;
+  const auto header = nlohmann::json::parse(header_begin, header_begin + header_len, nullptr, false);
+  if (header.is_discarded()) fail("the header is not valid JSON");
+  if (!header.is_object()) fail("the header is not a JSON object");
+  const uint64_t data_len = bytes.size() - 8 - header_len;
+  const char* data = header_begin + header_len;
+
+  struct Entry {
+    std::string name;
+    const DType* dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  for (const auto& [name, info] : header.items()) {
+    if (name == "__metadata__") continue;
+    if (!info.is_object()) fail("entry '", name, "' is not a JSON object");
+    const auto dt = info.find("dtype");
+    const auto sh = info.find("shape");
+    const auto off = info.find("data_offsets");
+    if (dt == info.end() || sh == info.end() || off == info.end()) {
+      fail("entry '", name, "' lacks one of dtype, shape, data_offsets");
+    }
+    if (!dt->is_string()) fail("entry '", name, "': dtype is not a string");
+    const DType* dtype = dtype_by_name(dt->get<std::string>());
+    if (dtype == nullptr) fail("entry '", name, "': unknown dtype '", dt->get<std::string>(), "'");
+    if (!sh->is_array()) fail("entry '", name, "': shape is not an array");
+    std::vector<int64_t> shape;
+    uint64_t numel = 1;
+    for (const auto& d : *sh) {
+      if (!d.is_number_unsigned()) fail("entry '", name, "': shape holds a value that is not a non-negative integer");
+      const uint64_t v = d.get<uint64_t>();
+      if (v > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, v, &numel)) {
+        fail("entry '", name, "': shape ", sh->dump(), " overflows");
+      }
+      shape.push_back(static_cast<int64_t>(v));
+    }
+    if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
+      fail("entry '", name, "': data_offsets must be [begin, end] with non-negative integers");
+    }
+    const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
+    if (begin > end || end > data_len) {
+      fail("entry '", name, "': data_offsets [", begin, ", ", end, "] out of range (data section has ", data_len,
+           " bytes)");
+    }
+    uint64_t nbytes = 0;
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype->size), &nbytes) || nbytes != end - begin) {
+      fail("entry '", name, "': ", dtype->name, " of shape ", sh->dump(), " needs ", numel * dtype->size,
+           " bytes but data_offsets give ", end - begin);
+    }
+    entries.push_back({name, dtype, std::move(shape), begin, end});
+  }
+  // The data section must be covered exactly once: no overlaps, no gaps, nothing after the last tensor.
+  std::vector<const Entry*> by_offset;
+  for (const auto& e : entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t expected = 0;
+  for (const Entry* e : by_offset) {
+    if (e->begin < expected) fail("entry '", e->name, "' overlaps the tensor before it");
+    if (e->begin > expected) fail("entry '", e->name, "' leaves a gap of ", e->begin - expected, " bytes before it");
+    expected = e->end;
+  }
+  if (expected != data_len) fail("the data section has ", data_len - expected, " bytes that no tensor uses");
+
+  NamedTensors out;
+  out.reserve(entries.size());
+  for (const auto& e : entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), data + e.begin, e.end - e.begin);
+    out.emplace_back(e.name, std::move(t));
+  }
+  return out;
+}
+
+void write_safetensors(const NamedTensors& tensors, const std::string& path) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  std::vector<torch::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    TORCH_CHECK_VALUE(name != "__metadata__", "sepp::save_weights('", path, "'): '__metadata__' is not a tensor name");
+    TORCH_CHECK_VALUE(!header.contains(name), "sepp::save_weights('", path, "'): tensor name '", name, "' twice");
+    const DType& dt = dtype_of(tensor.scalar_type(), path, name);
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dt.size;
+    header[name] = {{"dtype", dt.name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+    data.push_back(std::move(t));
+  }
+  header["__metadata__"] = {{"format", "pt"}, {"writer", "sepp"}};
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  const uint64_t header_len = text.size();
+
+  // A temporary file beside the target, then rename: a failure leaves the previous file whole.
+  std::random_device rd;
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  TORCH_CHECK_VALUE(f != nullptr, "sepp::save_weights('", path, "'): cannot create ", tmp, ": ", std::strerror(errno));
+  bool ok = std::fwrite(&header_len, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  for (const auto& t : data) {
+    const size_t n = static_cast<size_t>(t.nbytes());
+    if (ok && n > 0) ok = std::fwrite(t.const_data_ptr(), 1, n, f) == n;
+  }
+  ok = ok && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  const int write_errno = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = ok ? errno : write_errno;
+    std::remove(tmp.c_str());
+    TORCH_CHECK_VALUE(false, "sepp::save_weights('", path, "'): writing failed: ", std::strerror(err),
+                      "; the previous file (if any) is unchanged");
+  }
+}
+
+namespace {
+std::map<std::string, torch::Tensor> state_of(const torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> state;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) state.emplace(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) state.emplace(b.key(), b.value());
+  return state;
+}
+}  // namespace
+
+void save_weights(const torch::nn::Module& module, const std::string& path) {
+  NamedTensors tensors;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) tensors.emplace_back(b.key(), b.value());
+  write_safetensors(tensors, path);
+}
+
+void load_weights(torch::nn::Module& module, const std::string& path) {
+  const NamedTensors file = read_safetensors(path);
+  auto state = state_of(module);
+  std::vector<std::string> unexpected, mismatched;
+  std::map<std::string, const torch::Tensor*> found;
+  for (const auto& [name, t] : file) {
+    auto it = state.find(name);
+    if (it == state.end()) {
+      unexpected.push_back(name);
+    } else if (it->second.sizes() != t.sizes()) {
+      std::ostringstream s;
+      s << name << " (file " << t.sizes() << ", model " << it->second.sizes() << ")";
+      mismatched.push_back(s.str());
+    } else {
+      found[name] = &t;
+    }
+  }
+  std::vector<std::string> missing;
+  for (const auto& [name, _] : state) {
+    if (!found.count(name) && std::none_of(mismatched.begin(), mismatched.end(),
+                                           [&](const std::string& m) { return m.rfind(name + " (", 0) == 0; })) {
+      missing.push_back(name);
+    }
+  }
+  const auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  };
+  TORCH_CHECK_VALUE(
+      unexpected.empty() && missing.empty() && mismatched.empty(), "sepp::load_weights('", path,
+      "'): the file does not match the module", missing.empty() ? "" : "; missing: ", join(missing),
+      unexpected.empty() ? "" : "; unexpected: ", join(unexpected), mismatched.empty() ? "" : "; shape mismatch: ",
+      join(mismatched), "; the module is unchanged");
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, t] : found) {
+    state.at(name).copy_(*t);
+  }
+}
+
+}  // namespace sepp
