@@ -1,0 +1,159 @@
+// C++ tests of libsepp: module shapes, options validation, weights round trip, concurrent inference.
+
+#include <sepp/sepp.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace {
+
+int64_t count_params(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("sepp_cpp_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+sepp::ResNet small_model() {
+  return sepp::ResNet(sepp::ResNetOptions().block("basic").layers({1, 1, 1, 1}).num_classes(7).se(true));
+}
+
+}  // namespace
+
+TEST(SEBlock, ShapesAndReducedWidth) {
+  sepp::SEBlock se(sepp::SEBlockOptions(256));
+  EXPECT_EQ(se->fc1->weight.sizes(), torch::IntArrayRef({16, 256, 1, 1}));
+  EXPECT_EQ(se->fc2->weight.sizes(), torch::IntArrayRef({256, 16, 1, 1}));
+  auto x = torch::randn({2, 256, 5, 7});
+  EXPECT_EQ(se->forward(x).sizes(), x.sizes());
+  EXPECT_EQ(se->gate(x).sizes(), torch::IntArrayRef({2, 256, 1, 1}));
+  EXPECT_EQ(sepp::SEBlockOptions(64).reduced_channels(), 4);                // the paper's C / r
+  EXPECT_EQ(sepp::SEBlockOptions(64).rd_divisor(8).reduced_channels(), 8);  // timm's rounding
+  EXPECT_EQ(sepp::SEBlockOptions(64).rd_channels(5).reduced_channels(), 5);
+}
+
+TEST(SEBlock, GateBoundsTheScale) {
+  sepp::SEBlock se(sepp::SEBlockOptions(32).reduction(4));
+  auto s = se->gate(torch::randn({3, 32, 4, 4}));
+  EXPECT_TRUE((s > 0).all().item<bool>());
+  EXPECT_TRUE((s < 1).all().item<bool>());
+}
+
+TEST(Options, InvalidValuesThrowValueErrors) {
+  EXPECT_THROW(sepp::SEBlock(sepp::SEBlockOptions(64).reduction(0)), c10::ValueError);
+  EXPECT_THROW(sepp::SEBlock(sepp::SEBlockOptions(64).reduction(65)), c10::ValueError);
+  EXPECT_THROW(sepp::SEBlock(sepp::SEBlockOptions(64).squeeze("mean")), c10::ValueError);
+  EXPECT_THROW(sepp::SEBlock(sepp::SEBlockOptions(64).gate("relu")), c10::ValueError);
+  EXPECT_THROW(sepp::ResNet(sepp::ResNetOptions().se(true).se_strategy("after")), c10::ValueError);
+  EXPECT_THROW(sepp::ResNet(sepp::ResNetOptions().layers({1, 1, 1})), c10::ValueError);
+  EXPECT_THROW(sepp::create_model("se_resnet51"), c10::ValueError);
+  try {
+    sepp::SEBlock(sepp::SEBlockOptions(64).squeeze("mean"));
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("got 'mean'"), std::string::npos);
+  }
+}
+
+TEST(Model, ShapesAndParameterCounts) {
+  EXPECT_EQ(count_params(*sepp::se_resnet50()), 28088024);
+  EXPECT_EQ(count_params(*sepp::resnet50()), 25557032);
+  auto m = sepp::resnet18();
+  m->eval();
+  torch::NoGradGuard ng;
+  EXPECT_EQ(m->forward(torch::randn({2, 3, 64, 64})).sizes(), torch::IntArrayRef({2, 1000}));
+  auto stages = m->forward_stages(torch::randn({1, 3, 64, 64}));
+  ASSERT_EQ(stages.size(), 4u);
+  EXPECT_EQ(stages[3].sizes(), torch::IntArrayRef({1, 512, 2, 2}));
+  m->reset_classifier(3);
+  EXPECT_EQ(m->forward(torch::randn({1, 3, 64, 64})).sizes(), torch::IntArrayRef({1, 3}));
+}
+
+TEST(Model, BadInputThrows) {
+  auto m = small_model();
+  EXPECT_THROW(m->forward(torch::randn({3, 32, 32})), c10::ValueError);
+  EXPECT_THROW(m->forward(torch::randn({1, 4, 32, 32})), c10::ValueError);
+  EXPECT_THROW(m->forward(torch::ones({1, 3, 32, 32}, torch::kLong)), c10::TypeError);
+}
+
+TEST(Weights, RoundTripGivesIdenticalOutputs) {
+  auto a = small_model();
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : a->parameters()) p.normal_(0, 0.1);
+  }
+  a->eval();
+  const auto path = temp_path("round_trip.safetensors");
+  sepp::save_weights(*a, path);
+  auto b = small_model();
+  b->eval();
+  sepp::load_weights(*b, path);
+  torch::NoGradGuard ng;
+  auto x = torch::randn({2, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+  std::remove(path.c_str());
+}
+
+TEST(Weights, BadFileThrowsAndLeavesTheModelUnchanged) {
+  const auto path = temp_path("bad.safetensors");
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "\x05\x00";
+  }
+  auto m = small_model();
+  const auto before = m->conv1->weight.clone();
+  try {
+    sepp::load_weights(*m, path);
+    FAIL() << "expected c10::ValueError";
+  } catch (const c10::ValueError& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(path), std::string::npos);
+    EXPECT_NE(what.find("truncated file"), std::string::npos);
+  }
+  EXPECT_TRUE(torch::equal(before, m->conv1->weight));
+  auto other = sepp::resnet18();
+  sepp::save_weights(*other, path);
+  EXPECT_THROW(sepp::load_weights(*m, path), c10::ValueError);  // another model's names and shapes
+  EXPECT_TRUE(torch::equal(before, m->conv1->weight));
+  std::remove(path.c_str());
+}
+
+TEST(Concurrency, EightThreadsForwardOneEvalModelIdentically) {
+  auto m = sepp::se_resnet18();
+  m->eval();
+  auto x = torch::randn({2, 3, 64, 64});
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard ng;
+    expected = m->forward(x);
+  }
+  std::vector<torch::Tensor> out(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      torch::NoGradGuard ng;
+      for (int k = 0; k < 3; ++k) out[i] = m->forward(x);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& o : out) EXPECT_TRUE(torch::equal(o, expected));
+}
+
+TEST(Clone, IsDeepAndEqual) {
+  auto m = small_model();
+  m->eval();
+  auto c = std::dynamic_pointer_cast<sepp::ResNetImpl>(m->clone());
+  ASSERT_TRUE(c);
+  torch::NoGradGuard ng;
+  auto x = torch::randn({1, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(m->forward(x), c->forward(x)));
+  c->conv1->weight.add_(1.0);
+  EXPECT_FALSE(torch::equal(m->conv1->weight, c->conv1->weight));
+}
