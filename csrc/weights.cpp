@@ -1,5 +1,7 @@
 #include <sepp/weights.h>
 
+#include "safetensors_format.h"
+
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
@@ -21,8 +23,6 @@ namespace sepp {
 static_assert(std::endian::native == std::endian::little, "sepp's safetensors I/O assumes a little-endian host");
 
 namespace {
-
-constexpr uint64_t kMaxHeader = 100u * 1024u * 1024u;  // as the safetensors reference implementation
 
 struct DType {
   const char* name;
@@ -65,86 +65,17 @@ std::string read_file(const std::string& path) {
 
 NamedTensors read_safetensors(const std::string& path) {
   const std::string bytes = read_file(path);
-  const auto fail = [&](auto&&... what) {
-    TORCH_CHECK_VALUE(false, "sepp::load_weights('", path, "'): ", what...);
-  };
-  if (bytes.size() < 8) fail("truncated file: ", bytes.size(), " bytes, expected at least 8 (the header length)");
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, bytes.data(), 8);
-  if (header_len > kMaxHeader) fail("header length ", header_len, " exceeds the limit of ", kMaxHeader, " bytes");
-  if (header_len > bytes.size() - 8) {
-    fail("header length ", header_len, " runs past the end of the file (", bytes.size() - 8, " bytes after it)");
+  safetensors::Parsed parsed;
+  try {
+    parsed = safetensors::parse(bytes.data(), bytes.size());
+  } catch (const safetensors::FormatError& e) {
+    TORCH_CHECK_VALUE(false, "sepp::load_weights('", path, "'): ", e.what());
   }
-  const char* header_begin = bytes.data() + 8;
-  const auto header = nlohmann::json::parse(header_begin, header_begin + header_len, nullptr, false);
-  if (header.is_discarded()) fail("the header is not valid JSON");
-  if (!header.is_object()) fail("the header is not a JSON object");
-  const uint64_t data_len = bytes.size() - 8 - header_len;
-  const char* data = header_begin + header_len;
-
-  struct Entry {
-    std::string name;
-    const DType* dtype;
-    std::vector<int64_t> shape;
-    uint64_t begin, end;
-  };
-  std::vector<Entry> entries;
-  for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
-    if (!info.is_object()) fail("entry '", name, "' is not a JSON object");
-    const auto dt = info.find("dtype");
-    const auto sh = info.find("shape");
-    const auto off = info.find("data_offsets");
-    if (dt == info.end() || sh == info.end() || off == info.end()) {
-      fail("entry '", name, "' lacks one of dtype, shape, data_offsets");
-    }
-    if (!dt->is_string()) fail("entry '", name, "': dtype is not a string");
-    const DType* dtype = dtype_by_name(dt->get<std::string>());
-    if (dtype == nullptr) fail("entry '", name, "': unknown dtype '", dt->get<std::string>(), "'");
-    if (!sh->is_array()) fail("entry '", name, "': shape is not an array");
-    std::vector<int64_t> shape;
-    uint64_t numel = 1;
-    for (const auto& d : *sh) {
-      if (!d.is_number_unsigned()) fail("entry '", name, "': shape holds a value that is not a non-negative integer");
-      const uint64_t v = d.get<uint64_t>();
-      if (v > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, v, &numel)) {
-        fail("entry '", name, "': shape ", sh->dump(), " overflows");
-      }
-      shape.push_back(static_cast<int64_t>(v));
-    }
-    if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
-      fail("entry '", name, "': data_offsets must be [begin, end] with non-negative integers");
-    }
-    const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
-    if (begin > end || end > data_len) {
-      fail("entry '", name, "': data_offsets [", begin, ", ", end, "] out of range (data section has ", data_len,
-           " bytes)");
-    }
-    uint64_t nbytes = 0;
-    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype->size), &nbytes) || nbytes != end - begin) {
-      fail("entry '", name, "': ", dtype->name, " of shape ", sh->dump(), " needs ", numel * dtype->size,
-           " bytes but data_offsets give ", end - begin);
-    }
-    entries.push_back({name, dtype, std::move(shape), begin, end});
-  }
-  // The data section must be covered exactly once: no overlaps, no gaps, nothing after the last tensor.
-  std::vector<const Entry*> by_offset;
-  for (const auto& e : entries) by_offset.push_back(&e);
-  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-  });
-  uint64_t expected = 0;
-  for (const Entry* e : by_offset) {
-    if (e->begin < expected) fail("entry '", e->name, "' overlaps the tensor before it");
-    if (e->begin > expected) fail("entry '", e->name, "' leaves a gap of ", e->begin - expected, " bytes before it");
-    expected = e->end;
-  }
-  if (expected != data_len) fail("the data section has ", data_len - expected, " bytes that no tensor uses");
-
+  const char* data = bytes.data() + parsed.data_offset;
   NamedTensors out;
-  out.reserve(entries.size());
-  for (const auto& e : entries) {
-    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+  out.reserve(parsed.entries.size());
+  for (const auto& e : parsed.entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(dtype_by_name(e.dtype)->type));
     if (e.end > e.begin) std::memcpy(t.data_ptr(), data + e.begin, e.end - e.begin);
     out.emplace_back(e.name, std::move(t));
   }

@@ -2,7 +2,8 @@
 # Run every test (after setting everything up):
 #   1. the C++ tests (GoogleTest, under ctest) and the example app examples/cpp, both built out of tree against the
 #      installed sepp CMake package (find_package(sepp) + sepp::sepp), as a user's application would be;
-#   2. the Python suite (pytest), which also checks the example app's logits against Python's.
+#   2. a bounded fuzzing run of the weight-file reader (SEPP_FUZZ_SECONDS, default 60) under ASan and UBSan;
+#   3. the Python suite (pytest), which also checks the example app's logits against Python's.
 # CUDA tests run where a GPU is present and skip elsewhere. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,20 @@ for project in tests/cpp:build/cpp-tests examples/cpp:build/example; do
   cmake --build "$bin" >>"$bin.log" 2>&1 || { cat "$bin.log"; exit 1; }
 done
 ctest --test-dir build/cpp-tests --output-on-failure
+
+echo "== fuzzing the safetensors reader for ${SEPP_FUZZ_SECONDS:=60} s (libFuzzer, AddressSanitizer, UBSan)"
+clangxx=$(command -v clang++ || command -v clang++-14)
+CXX="$clangxx" cmake -S tests/fuzz -B build/fuzz "${generator[@]}" -DSEPP_FUZZ_SECONDS="$SEPP_FUZZ_SECONDS" \
+  >build/fuzz.log 2>&1 || { cat build/fuzz.log; exit 1; }
+cmake --build build/fuzz >>build/fuzz.log 2>&1 || { cat build/fuzz.log; exit 1; }
+rc=0
+ctest --test-dir build/fuzz -V >build/fuzz-run.log 2>&1 || rc=$?
+grep -aE "Done [0-9]+ runs|stat::number_of_executed_units|ERROR|SUMMARY|tests passed|tests failed" build/fuzz-run.log || true
+if [[ $rc != 0 ]]; then
+  tail -60 build/fuzz-run.log
+  echo "fuzzing found a problem: the input that triggered it is in build/fuzz/crash-*" >&2
+  exit 1
+fi
 
 echo "== Python tests"
 export SEPP_EXAMPLE_CLASSIFY="$PWD/build/example/classify"
