@@ -34,7 +34,7 @@ void ResNetImpl::reset() {
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
-  maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
+  maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(options.stem_pool_ceil_mode() ? 0 : 1).ceil_mode(options.stem_pool_ceil_mode())));
   int64_t inplanes = 64;
   const auto& l = options.layers();
   layer1 = register_module("layer1", make_layer(0, 64, l[0], 1, inplanes));

@@ -103,7 +103,8 @@ def test_se_strategies_match_reference(base, strategy):
     dict(groups=4, width_per_group=8),
     dict(zero_init_last=False, in_chans=1),
     dict(num_classes=0),
-], ids=["se_per_stage", "stride_in_1x1", "resnext", "in_chans1", "no_classifier"])
+    dict(stem_pool_ceil_mode=True, stride_in_1x1=True),
+], ids=["se_per_stage", "stride_in_1x1", "resnext", "in_chans1", "no_classifier", "caffe_stem"])
 def test_resnet_options_match_reference(opts):
     ours, theirs = make_pair({**SMALL_BOTTLENECK, **opts})
     x = torch.randn(2, opts.get("in_chans", 3), 32, 32, dtype=torch.float64)

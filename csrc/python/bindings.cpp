@@ -92,6 +92,7 @@ py::dict options_dict(const sepp::ResNetOptions& o) {
   put_se_options(d, o.se_options(), "se_bias");
   d["se_strategy"] = o.se_strategy();
   d["zero_init_last"] = o.zero_init_last();
+  d["stem_pool_ceil_mode"] = o.stem_pool_ceil_mode();
   d["drop_rate"] = o.drop_rate();
   return d;
 }
@@ -198,7 +199,8 @@ PYBIND11_MODULE(_C, m) {
                       int64_t groups, int64_t width_per_group, bool stride_in_1x1, std::vector<bool> se,
                       int64_t reduction, std::optional<int64_t> rd_channels, std::optional<int64_t> rd_divisor,
                       const std::string& squeeze, const std::string& gate, bool se_bias,
-                      const std::string& se_strategy, bool zero_init_last, double drop_rate) {
+                      const std::string& se_strategy, bool zero_init_last, bool stem_pool_ceil_mode,
+                      double drop_rate) {
             return std::make_shared<sepp::ResNetImpl>(
                 sepp::ResNetOptions()
                     .block(block)
@@ -212,6 +214,7 @@ PYBIND11_MODULE(_C, m) {
                     .se_options(se_options(0, reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
                     .se_strategy(se_strategy)
                     .zero_init_last(zero_init_last)
+                    .stem_pool_ceil_mode(stem_pool_ceil_mode)
                     .drop_rate(drop_rate));
           }),
           py::arg("block") = "bottleneck", py::arg("layers") = std::vector<int64_t>{3, 4, 6, 3},
@@ -220,7 +223,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("se") = std::vector<bool>{false, false, false, false}, py::arg("reduction") = 16,
           py::arg("rd_channels") = py::none(), py::arg("rd_divisor") = py::none(), py::arg("squeeze") = "avg",
           py::arg("gate") = "sigmoid", py::arg("se_bias") = true, py::arg("se_strategy") = "standard",
-          py::arg("zero_init_last") = true, py::arg("drop_rate") = 0.0)
+          py::arg("zero_init_last") = true, py::arg("stem_pool_ceil_mode") = false, py::arg("drop_rate") = 0.0)
       .def("forward", &sepp::ResNetImpl::forward, kNoGil)
       .def("forward_features", &sepp::ResNetImpl::forward_features, kNoGil)
       .def("forward_head", &sepp::ResNetImpl::forward_head, py::arg("x"), py::arg("pre_logits") = false, kNoGil)

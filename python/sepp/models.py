@@ -100,6 +100,7 @@ class ResNet(TypedCppModule):
         reduction, rd_channels, rd_divisor, squeeze, gate, se_bias: the SE blocks' options (see :class:`SEBlock`).
         se_strategy: where the SE block sits in a residual block (see :class:`BasicBlock`).
         zero_init_last: start the last BN of each residual branch at zero (as timm).
+        stem_pool_ceil_mode: the stem's max pool without padding and rounding up (original Caffe SENet, Cadene).
         drop_rate: dropout before the classifier, in training.
     """
 
@@ -109,10 +110,11 @@ class ResNet(TypedCppModule):
                  in_chans: int = 3, groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False,
                  se: Union[bool, Sequence[bool]] = False, reduction: int = 16, rd_channels: Optional[int] = None,
                  rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid", se_bias: bool = True,
-                 se_strategy: str = "standard", zero_init_last: bool = True, drop_rate: float = 0.0) -> None:
+                 se_strategy: str = "standard", zero_init_last: bool = True, stem_pool_ceil_mode: bool = False,
+                 drop_rate: float = 0.0) -> None:
         super().__init__(_C.ResNet(block, list(layers), num_classes, in_chans, groups, width_per_group,
                                    stride_in_1x1, _se_stages(se), reduction, rd_channels, rd_divisor, squeeze, gate,
-                                   se_bias, se_strategy, zero_init_last, drop_rate))
+                                   se_bias, se_strategy, zero_init_last, stem_pool_ceil_mode, drop_rate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_chans, H, W] -> logits [N, num_classes]."""

@@ -174,7 +174,8 @@ class ResNet(nn.Module):
                  in_chans: int = 3, groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False,
                  se: Union[bool, Sequence[bool]] = False, reduction: int = 16, rd_channels: Optional[int] = None,
                  rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid", se_bias: bool = True,
-                 se_strategy: str = "standard", zero_init_last: bool = True, drop_rate: float = 0.0) -> None:
+                 se_strategy: str = "standard", zero_init_last: bool = True, stem_pool_ceil_mode: bool = False,
+                 drop_rate: float = 0.0) -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"ResNet: expected block to be 'basic' or 'bottleneck', got {block!r}")
@@ -185,7 +186,8 @@ class ResNet(nn.Module):
         self.num_classes, self.drop_rate = num_classes, drop_rate
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = (nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True) if stem_pool_ceil_mode
+                        else nn.MaxPool2d(3, stride=2, padding=1))
         inplanes = 64
         for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
             blocks = []

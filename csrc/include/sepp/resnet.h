@@ -43,6 +43,8 @@ struct SEPP_API ResNetOptions {
   TORCH_ARG(std::string, se_strategy) = "standard";
   /// Initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity.
   TORCH_ARG(bool, zero_init_last) = true;
+  /// The stem's 3x3/2 max pool rounds its output size up (the original Caffe SENet weights, Cadene's port).
+  TORCH_ARG(bool, stem_pool_ceil_mode) = false;
   /// Dropout probability before the classifier (training only).
   TORCH_ARG(double, drop_rate) = 0.0;
 
