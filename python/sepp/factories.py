@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .models import ResNet, create_model
 
@@ -14,12 +14,18 @@ __all__ = [
 
 
 def _factory(name: str, what: str) -> Callable[..., ResNet]:
-    def factory(**overrides: Any) -> ResNet:
+    def factory(pretrained: Optional[str] = None, **overrides: Any) -> ResNet:
+        if pretrained:
+            from .hub import load_pretrained
+
+            return load_pretrained(name, pretrained, **overrides)
         return create_model(name, **overrides)
 
     factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = (f"{what}, freshly initialised. Keyword arguments override its :class:`~sepp.ResNet` options "
-                       f"(e.g. ``num_classes=10``; ``rd_divisor=8`` gives timm's SE widths).")
+    factory.__doc__ = (f"{what}. Keyword arguments override its :class:`~sepp.ResNet` options (e.g. "
+                       f"``num_classes=10``; ``rd_divisor=8`` gives timm's SE widths). ``pretrained`` names a hub "
+                       f"repository such as ``'timm/seresnet50.a1_in1k'`` (see :mod:`sepp.hub`); without it the "
+                       f"model is freshly initialised.")
     return factory
 
 

@@ -1,0 +1,66 @@
+"""Pretrained weights from the Hugging Face Hub (timm's published SE-ResNets), through ``huggingface_hub``.
+
+``sepp.se_resnet50(pretrained="timm/seresnet50.a1_in1k")`` downloads ``config.json`` and ``model.safetensors`` (or
+finds them in the local hub cache; with ``HF_HUB_OFFLINE=1`` only there), converts the weights into sepp's layout
+(``legacy_*`` architectures are the Caffe SENet layout) and attaches the preprocessing config as
+``model.pretrained_cfg`` (input size, mean / std, interpolation, crop). Weights are read with the safetensors checks
+of :mod:`sepp.weights`; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from .convert import create_from_checkpoint
+from .models import ResNet
+from .weights import load_tensors
+
+__all__ = ["load_pretrained", "PUBLISHED"]
+
+# Tags known to exist for each factory (any "owner/repo" in timm's format works).
+PUBLISHED: Dict[str, tuple] = {
+    "resnet50": ("timm/resnet50.a1_in1k", "timm/resnet50.tv_in1k"),
+    "se_resnet50": ("timm/seresnet50.a1_in1k", "timm/seresnet50.ra2_in1k", "timm/legacy_seresnet50.in1k"),
+    "se_resnet101": ("timm/legacy_seresnet101.in1k",),
+    "se_resnet152": ("timm/legacy_seresnet152.in1k",),
+    "se_resnext50_32x4d": ("timm/seresnext50_32x4d.racm_in1k", "timm/legacy_seresnext50_32x4d.in1k"),
+    "se_resnext101_32x4d": ("timm/seresnext101_32x4d.gluon_in1k", "timm/legacy_seresnext101_32x4d.in1k"),
+}
+
+_CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "num_classes", "license")
+
+
+def _download(repo: str, filename: str) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return hf_hub_download(repo, filename)
+    except LocalEntryNotFoundError as e:
+        raise RuntimeError(f"pretrained={repo!r}: {filename} is not in the local hub cache and cannot be downloaded "
+                           f"(offline, or no network): {e}") from e
+    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise ValueError(f"pretrained={repo!r}: the hub has no {filename} there: {e}") from e
+
+
+def load_pretrained(name: str, tag: str, **overrides: Any) -> ResNet:
+    """Model ``name`` with the weights of hub repository ``tag`` (e.g. ``"timm/seresnet50.a1_in1k"``).
+
+    ``num_classes`` other than the checkpoint's gives a freshly initialised classifier (fine-tuning)."""
+    repo = tag[len("hf-hub:"):] if tag.startswith("hf-hub:") else tag
+    if repo.count("/") != 1:
+        raise ValueError(f"pretrained: expected a hub repository 'owner/name' such as 'timm/seresnet50.a1_in1k', "
+                         f"got {tag!r}")
+    with open(_download(repo, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    arch = str(config.get("architecture") or repo.split("/")[1].split(".")[0])
+    layout = "timm_legacy" if arch.startswith("legacy_") else "timm"
+    tensors = load_tensors(_download(repo, "model.safetensors"))
+    num_classes = overrides.pop("num_classes", None)
+    model = create_from_checkpoint(name, tensors, layout, **overrides)
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    cfg = config.get("pretrained_cfg", {})
+    model.pretrained_cfg = {**{k: cfg[k] for k in _CFG_KEYS if k in cfg}, "hf_hub_id": repo, "architecture": arch}
+    return model
