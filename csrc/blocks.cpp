@@ -50,6 +50,7 @@ static const char* strategy_name(SEStrategy s) {
 
 void ResidualBlockBase::build_shortcut_and_se(nn::Module& self, const BlockOptions& o, int64_t outplanes) {
   strategy_ = parse_se_strategy(o.se_strategy());
+  relu_before_se_ = o.relu_before_se();
   in_channels_ = o.inplanes();
   se = nullptr;
   if (o.se()) {
@@ -76,6 +77,9 @@ torch::Tensor ResidualBlockBase::residual_forward(
     x = se->forward(x);
   }
   torch::Tensor out = branch(x);
+  if (has_se && relu_before_se_) {
+    out = torch::relu(out);
+  }
   if (!has_se) {
     return out.add_(shortcut).relu_();  // out is the last BN's output, which its backward does not need
   }

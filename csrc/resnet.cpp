@@ -62,7 +62,8 @@ nn::Sequential ResNetImpl::make_layer(
                  .stride_in_1x1(options.stride_in_1x1())
                  .se(options.se_stages()[stage])
                  .se_options(options.se_options())
-                 .se_strategy(options.se_strategy());
+                 .se_strategy(options.se_strategy())
+                 .relu_before_se(options.relu_before_se());
     if (basic) {
       layer->push_back(BasicBlock(o));
       inplanes = planes * BasicBlockImpl::expansion;

@@ -18,6 +18,8 @@ timm = pytest.importorskip("timm")
 @pytest.mark.parametrize("ours,theirs", [
     ("se_resnet50", "legacy_seresnet50"),
     ("se_resnet101", "legacy_seresnet101"),
+    ("se_resnet18", "legacy_seresnet18"),
+    ("se_resnet34", "legacy_seresnet34"),
     ("se_resnext50_32x4d", "legacy_seresnext50_32x4d"),
 ])
 @pytest.mark.parametrize("layout", ["timm_legacy", "cadene"])
@@ -25,17 +27,13 @@ def test_legacy_caffe_senet_checkpoints(ours, theirs, layout):
     # Cadene's pretrainedmodels have the same layout as timm's legacy port (layer0, se_module, last_linear).
     source = randomize_(timm.create_model(theirs, pretrained=False)).double().eval()
     m = create_from_checkpoint(ours, source.state_dict(), layout).double().eval()
-    assert m.stem_pool_ceil_mode and m.stride_in_1x1 == ("resnext" not in ours)
+    basic = ours in ("se_resnet18", "se_resnet34")
+    assert m.stem_pool_ceil_mode and m.relu_before_se == basic
+    assert m.stride_in_1x1 == ("resnext" not in ours and not basic)
     for size in (64, 75):  # an odd size, where ceil_mode and the stride placement both matter
         x = torch.randn(2, 3, size, size, dtype=torch.float64)
         with torch.no_grad():
             assert rel_err(m(x), source(x)) < 1e-10
-
-
-def test_legacy_basic_blocks_are_refused():
-    source = timm.create_model("legacy_seresnet18", pretrained=False)
-    with pytest.raises(ValueError, match=r"legacy basic block applies a ReLU before its SE block"):
-        create_from_checkpoint("se_resnet18", source.state_dict(), "timm_legacy")
 
 
 def test_without_the_layout_options_the_outputs_differ():

@@ -78,6 +78,7 @@ SMALL_BOTTLENECK = dict(block="bottleneck", layers=(1, 2, 1, 1), num_classes=5, 
 
 SE_OPTIONS = (
     [dict(squeeze=s) for s in ("avg", "max", "avgmax")]
+    + [dict(relu_before_se=True)]
     + [dict(gate=g) for g in ("sigmoid", "hard_sigmoid", "tanh")]
     + [dict(se_bias=False), dict(reduction=4), dict(reduction=64), dict(rd_divisor=8), dict(rd_channels=3)]
 )

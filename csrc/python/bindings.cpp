@@ -76,6 +76,7 @@ py::dict options_dict(const sepp::BlockOptions& o) {
   d["se"] = o.se();
   put_se_options(d, o.se_options(), "se_bias");
   d["se_strategy"] = o.se_strategy();
+  d["relu_before_se"] = o.relu_before_se();
   return d;
 }
 
@@ -91,6 +92,7 @@ py::dict options_dict(const sepp::ResNetOptions& o) {
   d["se"] = py::tuple(py::cast(o.se_stages()));
   put_se_options(d, o.se_options(), "se_bias");
   d["se_strategy"] = o.se_strategy();
+  d["relu_before_se"] = o.relu_before_se();
   d["zero_init_last"] = o.zero_init_last();
   d["stem_pool_ceil_mode"] = o.stem_pool_ceil_mode();
   d["drop_rate"] = o.drop_rate();
@@ -164,7 +166,7 @@ PYBIND11_MODULE(_C, m) {
     return py::init([](int64_t inplanes, int64_t planes, int64_t stride, int64_t groups, int64_t base_width,
                        bool stride_in_1x1, bool se, int64_t reduction, std::optional<int64_t> rd_channels,
                        std::optional<int64_t> rd_divisor, const std::string& squeeze, const std::string& gate,
-                       bool se_bias, const std::string& se_strategy) {
+                       bool se_bias, const std::string& se_strategy, bool relu_before_se) {
       return std::make_shared<Impl>(
           sepp::BlockOptions(inplanes, planes)
               .stride(stride)
@@ -173,7 +175,8 @@ PYBIND11_MODULE(_C, m) {
               .stride_in_1x1(stride_in_1x1)
               .se(se)
               .se_options(se_options(0, reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
-              .se_strategy(se_strategy));
+              .se_strategy(se_strategy)
+              .relu_before_se(relu_before_se));
     });
   };
 #define SEPP_BLOCK_KWARGS                                                                                       \
@@ -181,7 +184,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("base_width") = 64, py::arg("stride_in_1x1") = false, py::arg("se") = false,                      \
       py::arg("reduction") = 16, py::arg("rd_channels") = py::none(), py::arg("rd_divisor") = py::none(),       \
       py::arg("squeeze") = "avg", py::arg("gate") = "sigmoid", py::arg("se_bias") = true,                      \
-      py::arg("se_strategy") = "standard"
+      py::arg("se_strategy") = "standard", py::arg("relu_before_se") = false
 
   Class<sepp::BasicBlockImpl>(m, "BasicBlock")
       .def(block_init(std::type_identity<sepp::BasicBlockImpl>{}), SEPP_BLOCK_KWARGS)
@@ -199,7 +202,8 @@ PYBIND11_MODULE(_C, m) {
                       int64_t groups, int64_t width_per_group, bool stride_in_1x1, std::vector<bool> se,
                       int64_t reduction, std::optional<int64_t> rd_channels, std::optional<int64_t> rd_divisor,
                       const std::string& squeeze, const std::string& gate, bool se_bias,
-                      const std::string& se_strategy, bool zero_init_last, bool stem_pool_ceil_mode,
+                      const std::string& se_strategy, bool relu_before_se, bool zero_init_last,
+                      bool stem_pool_ceil_mode,
                       double drop_rate) {
             return std::make_shared<sepp::ResNetImpl>(
                 sepp::ResNetOptions()
@@ -213,6 +217,7 @@ PYBIND11_MODULE(_C, m) {
                     .se_stages(std::move(se))
                     .se_options(se_options(0, reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
                     .se_strategy(se_strategy)
+                    .relu_before_se(relu_before_se)
                     .zero_init_last(zero_init_last)
                     .stem_pool_ceil_mode(stem_pool_ceil_mode)
                     .drop_rate(drop_rate));
@@ -223,7 +228,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("se") = std::vector<bool>{false, false, false, false}, py::arg("reduction") = 16,
           py::arg("rd_channels") = py::none(), py::arg("rd_divisor") = py::none(), py::arg("squeeze") = "avg",
           py::arg("gate") = "sigmoid", py::arg("se_bias") = true, py::arg("se_strategy") = "standard",
-          py::arg("zero_init_last") = true, py::arg("stem_pool_ceil_mode") = false, py::arg("drop_rate") = 0.0)
+          py::arg("relu_before_se") = false, py::arg("zero_init_last") = true, py::arg("stem_pool_ceil_mode") = false, py::arg("drop_rate") = 0.0)
       .def("forward", &sepp::ResNetImpl::forward, kNoGil)
       .def("forward_features", &sepp::ResNetImpl::forward_features, kNoGil)
       .def("forward_head", &sepp::ResNetImpl::forward_head, py::arg("x"), py::arg("pre_logits") = false, kNoGil)

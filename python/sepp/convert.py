@@ -6,7 +6,8 @@ Layouts:
   ``timm_legacy``   timm ``legacy_seresnet*`` / ``legacy_seresnext*`` (the original Caffe SENet weights).
   ``cadene``        Cadene's pretrainedmodels ``se_resnet*`` / ``se_resnext*`` (same layout as timm_legacy):
                     ``layer0.{conv1,bn1}``, ``se_module``, ``last_linear``; stride on the bottleneck's first 1x1
-                    (SE-ResNet only; SE-ResNeXt has it on the 3x3); the stem's max pool with ceil_mode.
+                    (SE-ResNet only; SE-ResNeXt has it on the 3x3); the stem's max pool with ceil_mode; in the
+                    basic block (timm's legacy SE-ResNet-18/34) a ReLU before the SE block.
   ``senet_pytorch`` senet.pytorch: torchvision names, SE as ``se.fc.0`` / ``se.fc.2`` ``nn.Linear`` without bias.
 
 What a layout needs from the model is a model option (:func:`layout_options`), not a special case in forward.
@@ -40,12 +41,10 @@ def layout_options(layout: str, name: str) -> Dict[str, Any]:
     """The :class:`sepp.ResNet` options a checkpoint of this layout needs for model ``name``."""
     _check_layout(layout)
     if layout in ("timm_legacy", "cadene"):
-        if model_config(name)["block"] == "basic":
-            raise ValueError(f"{layout} layout for {name!r}: the legacy basic block applies a ReLU before its SE "
-                             f"block, which no sepp option reproduces; only bottleneck models (SE-ResNet-50 and "
-                             f"deeper, SE-ResNeXt) convert from this layout")
         opts: Dict[str, Any] = {"stem_pool_ceil_mode": True}
-        if "resnext" not in name:
+        if model_config(name)["block"] == "basic":
+            opts["relu_before_se"] = True  # the legacy basic block applies a ReLU before its SE block
+        elif "resnext" not in name:
             opts["stride_in_1x1"] = True  # Caffe SE-ResNet bottlenecks stride on the first 1x1
         return opts
     if layout == "senet_pytorch":

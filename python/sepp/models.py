@@ -58,9 +58,10 @@ class _Block(TypedCppModule):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  stride_in_1x1: bool = False, se: bool = False, reduction: int = 16,
                  rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None, squeeze: str = "avg",
-                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard") -> None:
+                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard",
+                 relu_before_se: bool = False) -> None:
         super().__init__(self._cpp_type(inplanes, planes, stride, groups, base_width, stride_in_1x1, se, reduction,
-                                        rd_channels, rd_divisor, squeeze, gate, se_bias, se_strategy))
+                                        rd_channels, rd_divisor, squeeze, gate, se_bias, se_strategy, relu_before_se))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._cpp.forward(x)
@@ -99,6 +100,7 @@ class ResNet(TypedCppModule):
         se: SE blocks in every stage (bool) or per stage (4 bools).
         reduction, rd_channels, rd_divisor, squeeze, gate, se_bias: the SE blocks' options (see :class:`SEBlock`).
         se_strategy: where the SE block sits in a residual block (see :class:`BasicBlock`).
+        relu_before_se: a ReLU on each residual branch before its SE block (timm's legacy SE-ResNet-18/34).
         zero_init_last: start the last BN of each residual branch at zero (as timm).
         stem_pool_ceil_mode: the stem's max pool without padding and rounding up (original Caffe SENet, Cadene).
         drop_rate: dropout before the classifier, in training.
@@ -110,11 +112,13 @@ class ResNet(TypedCppModule):
                  in_chans: int = 3, groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False,
                  se: Union[bool, Sequence[bool]] = False, reduction: int = 16, rd_channels: Optional[int] = None,
                  rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid", se_bias: bool = True,
-                 se_strategy: str = "standard", zero_init_last: bool = True, stem_pool_ceil_mode: bool = False,
+                 se_strategy: str = "standard", relu_before_se: bool = False, zero_init_last: bool = True,
+                 stem_pool_ceil_mode: bool = False,
                  drop_rate: float = 0.0) -> None:
         super().__init__(_C.ResNet(block, list(layers), num_classes, in_chans, groups, width_per_group,
                                    stride_in_1x1, _se_stages(se), reduction, rd_channels, rd_divisor, squeeze, gate,
-                                   se_bias, se_strategy, zero_init_last, stem_pool_ceil_mode, drop_rate))
+                                   se_bias, se_strategy, relu_before_se, zero_init_last, stem_pool_ceil_mode,
+                                   drop_rate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_chans, H, W] -> logits [N, num_classes]."""

@@ -99,6 +99,8 @@ class _Block(nn.Module):
         if self.se is not None and self.se_strategy == "pre":
             x = self.se(x)
         out = self.branch(x)
+        if self.se is not None and self.relu_before_se:
+            out = F.relu(out)
         if self.se is None or self.se_strategy == "pre":
             return F.relu(out + shortcut)
         if self.se_strategy == "standard":  # the paper's SE-ResNet module: after the last BN, before the sum
@@ -120,7 +122,8 @@ class BasicBlock(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  stride_in_1x1: bool = False, se: bool = False, reduction: int = 16,
                  rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None, squeeze: str = "avg",
-                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard") -> None:
+                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard",
+                 relu_before_se: bool = False) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock: expected groups = 1 and base_width = 64, got {groups}, {base_width}")
@@ -130,6 +133,7 @@ class BasicBlock(_Block):
         self.bn2 = nn.BatchNorm2d(planes)
         self._finish_init(inplanes, planes, stride, se, se_strategy,
                           _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
+        self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -144,7 +148,8 @@ class Bottleneck(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  stride_in_1x1: bool = False, se: bool = False, reduction: int = 16,
                  rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None, squeeze: str = "avg",
-                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard") -> None:
+                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard",
+                 relu_before_se: bool = False) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         outplanes = planes * self.expansion
@@ -157,6 +162,7 @@ class Bottleneck(_Block):
         self.bn3 = nn.BatchNorm2d(outplanes)
         self._finish_init(inplanes, outplanes, stride, se, se_strategy,
                           _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
+        self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -174,7 +180,8 @@ class ResNet(nn.Module):
                  in_chans: int = 3, groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False,
                  se: Union[bool, Sequence[bool]] = False, reduction: int = 16, rd_channels: Optional[int] = None,
                  rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid", se_bias: bool = True,
-                 se_strategy: str = "standard", zero_init_last: bool = True, stem_pool_ceil_mode: bool = False,
+                 se_strategy: str = "standard", relu_before_se: bool = False, zero_init_last: bool = True,
+                 stem_pool_ceil_mode: bool = False,
                  drop_rate: float = 0.0) -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
@@ -195,7 +202,8 @@ class ResNet(nn.Module):
                 blocks.append(block_cls(
                     inplanes, planes, stride=(1 if i == 0 or j > 0 else 2), groups=groups, base_width=width_per_group,
                     stride_in_1x1=stride_in_1x1, se=stages[i], reduction=reduction, rd_channels=rd_channels,
-                    rd_divisor=rd_divisor, squeeze=squeeze, gate=gate, se_bias=se_bias, se_strategy=se_strategy))
+                    rd_divisor=rd_divisor, squeeze=squeeze, gate=gate, se_bias=se_bias, se_strategy=se_strategy,
+                    relu_before_se=relu_before_se))
                 inplanes = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_features = inplanes

@@ -39,6 +39,8 @@ struct SEPP_API BlockOptions {
   /// The SE block's options; `channels` is filled in by the block.
   TORCH_ARG(SEBlockOptions, se_options) = SEBlockOptions();
   TORCH_ARG(std::string, se_strategy) = "standard";
+  /// A ReLU on the residual branch's output before its SE block (timm's legacy SE-ResNet-18/34 basic block).
+  TORCH_ARG(bool, relu_before_se) = false;
 
  public:
   void validate(int64_t expansion, const char* who) const;
@@ -64,6 +66,7 @@ class SEPP_API ResidualBlockBase {
 
  protected:
   SEStrategy strategy_ = SEStrategy::Standard;
+  bool relu_before_se_ = false;
   int64_t in_channels_ = 0;
 };
 }  // namespace detail

@@ -41,6 +41,8 @@ struct SEPP_API ResNetOptions {
   /// The SE blocks' options (`channels` is filled in per block).
   TORCH_ARG(SEBlockOptions, se_options) = SEBlockOptions();
   TORCH_ARG(std::string, se_strategy) = "standard";
+  /// A ReLU on each residual branch's output before its SE block (timm's legacy SE-ResNet-18/34).
+  TORCH_ARG(bool, relu_before_se) = false;
   /// Initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity.
   TORCH_ARG(bool, zero_init_last) = true;
   /// The stem's 3x3/2 max pool rounds its output size up (the original Caffe SENet weights, Cadene's port).
