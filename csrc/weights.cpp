@@ -5,17 +5,16 @@
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <random>
 #include <sstream>
 
-#include <fcntl.h>
 #include <unistd.h>
 
 namespace sepp {
@@ -24,17 +23,16 @@ static_assert(std::endian::native == std::endian::little, "sepp's safetensors I/
 
 namespace {
 
+// safetensors dtype names and the torch dtypes they hold (their byte sizes: safetensors::element_size).
 struct DType {
   const char* name;
   torch::ScalarType type;
-  int64_t size;
 };
 
 constexpr DType kDTypes[] = {
-    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
-    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8}, {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
-    {"BOOL", torch::kBool, 1},
+    {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+    {"I64", torch::kInt64},   {"I32", torch::kInt32},   {"I16", torch::kInt16},   {"I8", torch::kInt8},
+    {"U8", torch::kUInt8},    {"BOOL", torch::kBool},
 };
 
 const DType* dtype_by_name(const std::string& name) {
@@ -91,7 +89,7 @@ void write_safetensors(const NamedTensors& tensors, const std::string& path) {
     TORCH_CHECK_VALUE(!header.contains(name), "sepp::save_weights('", path, "'): tensor name '", name, "' twice");
     const DType& dt = dtype_of(tensor.scalar_type(), path, name);
     auto t = tensor.detach().to(torch::kCPU).contiguous();
-    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dt.size;
+    const uint64_t nbytes = static_cast<uint64_t>(t.nbytes());
     header[name] = {{"dtype", dt.name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
     data.push_back(std::move(t));
@@ -123,44 +121,39 @@ void write_safetensors(const NamedTensors& tensors, const std::string& path) {
 }
 
 namespace {
-std::map<std::string, torch::Tensor> state_of(const torch::nn::Module& module) {
-  std::map<std::string, torch::Tensor> state;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) state.emplace(p.key(), p.value());
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) state.emplace(b.key(), b.value());
+// The module's parameters and buffers under their state_dict names, in registration order.
+NamedTensors state_of(const torch::nn::Module& module) {
+  NamedTensors state;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) state.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) state.emplace_back(b.key(), b.value());
   return state;
 }
 }  // namespace
 
 void save_weights(const torch::nn::Module& module, const std::string& path) {
-  NamedTensors tensors;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value());
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) tensors.emplace_back(b.key(), b.value());
-  write_safetensors(tensors, path);
+  write_safetensors(state_of(module), path);
 }
 
 void load_weights(torch::nn::Module& module, const std::string& path) {
   const NamedTensors file = read_safetensors(path);
-  auto state = state_of(module);
-  std::vector<std::string> unexpected, mismatched;
-  std::map<std::string, const torch::Tensor*> found;
-  for (const auto& [name, t] : file) {
-    auto it = state.find(name);
-    if (it == state.end()) {
-      unexpected.push_back(name);
-    } else if (it->second.sizes() != t.sizes()) {
+  std::map<std::string, const torch::Tensor*> in_file;
+  for (const auto& [name, t] : file) in_file.emplace(name, &t);
+  const NamedTensors state = state_of(module);
+  std::vector<std::string> missing, unexpected, mismatched;
+  std::set<std::string> in_state;
+  for (const auto& [name, target] : state) {
+    in_state.insert(name);
+    const auto it = in_file.find(name);
+    if (it == in_file.end()) {
+      missing.push_back(name);
+    } else if (it->second->sizes() != target.sizes()) {
       std::ostringstream s;
-      s << name << " (file " << t.sizes() << ", model " << it->second.sizes() << ")";
+      s << name << " (file " << it->second->sizes() << ", model " << target.sizes() << ")";
       mismatched.push_back(s.str());
-    } else {
-      found[name] = &t;
     }
   }
-  std::vector<std::string> missing;
-  for (const auto& [name, _] : state) {
-    if (!found.count(name) && std::none_of(mismatched.begin(), mismatched.end(),
-                                           [&](const std::string& m) { return m.rfind(name + " (", 0) == 0; })) {
-      missing.push_back(name);
-    }
+  for (const auto& [name, _] : file) {
+    if (!in_state.count(name)) unexpected.push_back(name);
   }
   const auto join = [](const std::vector<std::string>& v) {
     std::string s;
@@ -172,9 +165,9 @@ void load_weights(torch::nn::Module& module, const std::string& path) {
       "'): the file does not match the module", missing.empty() ? "" : "; missing: ", join(missing),
       unexpected.empty() ? "" : "; unexpected: ", join(unexpected), mismatched.empty() ? "" : "; shape mismatch: ",
       join(mismatched), "; the module is unchanged");
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, t] : found) {
-    state.at(name).copy_(*t);
+  torch::NoGradGuard no_grad;  // every check passed: now copy
+  for (const auto& [name, target] : state) {
+    target.copy_(*in_file.at(name));
   }
 }
 
