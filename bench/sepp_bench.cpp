@@ -3,7 +3,11 @@
 //   sepp-bench --model se_resnet50 --batch-size 1,8 --device cpu --iters 20
 //
 // Prints a table per configuration (p50 / p90 / p99 ms, images/s, peak memory) and optionally writes JSON.
-// Bad arguments: a one-line error and exit code 2.
+// Bad arguments: a one-line error and exit code 2. Runtime failures (e.g. a bad weight file): exit code 1.
+//
+// For side-by-side comparisons (python -m sepp.bench) the model can take given weights (--weights, safetensors), time
+// a given input (--input: a safetensors file holding a tensor named "input"; it replaces --batch-size and
+// --image-size) and write its logits (--output: safetensors, tensor "output", float32) so that they can be checked.
 
 #include <sepp/sepp.h>
 
@@ -44,6 +48,9 @@ struct Args {
   int iters = 20;
   double min_time = 0.0;
   std::string json;
+  std::string weights;
+  std::string input;
+  std::string output;
 };
 
 struct UsageError : std::runtime_error {
@@ -53,7 +60,8 @@ struct UsageError : std::runtime_error {
 const char* kUsage =
     "usage: sepp-bench [--model NAME] [--batch-size 1,8,32] [--image-size 224] [--device cpu|cuda]\n"
     "                  [--dtype float32|float16|bfloat16] [--channels-last] [--threads N] [--warmup N]\n"
-    "                  [--iters N | --min-time SECONDS] [--json FILE]\n";
+    "                  [--iters N | --min-time SECONDS] [--json FILE]\n"
+    "                  [--weights FILE.safetensors] [--input FILE.safetensors] [--output FILE.safetensors]\n";
 
 int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
   size_t pos = 0;
@@ -105,13 +113,23 @@ Args parse(int argc, char** argv) {
     } else if (f == "--iters") {
       a.iters = static_cast<int>(parse_int(f, value(), 1));
     } else if (f == "--min-time") {
+      const std::string v = value();
+      size_t pos = 0;
       try {
-        a.min_time = std::stod(value());
+        a.min_time = std::stod(v, &pos);
       } catch (const std::exception&) {
-        throw UsageError("--min-time: expected seconds");
+        pos = 0;
       }
+      if (pos == 0 || pos != v.size() || !(a.min_time > 0.0) || a.min_time > 3600.0)
+        throw UsageError("--min-time: expected seconds in (0, 3600], got '" + v + "'");
     } else if (f == "--json") {
       a.json = value();
+    } else if (f == "--weights") {
+      a.weights = value();
+    } else if (f == "--input") {
+      a.input = value();
+    } else if (f == "--output") {
+      a.output = value();
     } else {
       throw UsageError("unknown argument '" + f + "'");
     }
@@ -163,7 +181,19 @@ int main(int argc, char** argv) {
     const auto device = a.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
     const auto dtype = a.dtype == "float16" ? torch::kHalf : a.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
     auto model = sepp::create_model(a.model);
+    if (!a.weights.empty()) sepp::load_weights(*model, a.weights);
     model->eval();
+    torch::Tensor given;
+    if (!a.input.empty()) {
+      for (auto& [name, t] : sepp::read_safetensors(a.input))
+        if (name == "input") given = t;
+      if (!given.defined()) throw std::runtime_error("--input " + a.input + ": no tensor named 'input' in the file");
+      if (given.dim() != 4 || given.size(1) != 3)
+        throw std::runtime_error("--input " + a.input + ": expected a tensor of shape [N, 3, H, W], got " +
+                                 c10::str(given.sizes()));
+      a.batch_sizes = {given.size(0)};
+      a.image_size = given.size(2);
+    }
     model->to(device, dtype);
     if (a.channels_last) {
       torch::NoGradGuard ng;
@@ -174,8 +204,13 @@ int main(int argc, char** argv) {
     std::vector<Result> results;
     for (const int64_t batch : a.batch_sizes) {
       torch::InferenceMode guard;
-      auto x = torch::randn({batch, 3, a.image_size, a.image_size}, torch::TensorOptions().device(device).dtype(dtype));
+      const auto opts = torch::TensorOptions().device(device).dtype(dtype);
+      auto x = given.defined() ? given.to(opts) : torch::randn({batch, 3, a.image_size, a.image_size}, opts);
       if (a.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      if (!a.output.empty() && results.empty()) {
+        auto y = model->forward(x).to(torch::kCPU, torch::kFloat).contiguous();
+        sepp::write_safetensors({{"output", y}}, a.output);
+      }
       for (int i = 0; i < a.warmup; ++i) model->forward(x);
 #if defined(SEPP_WITH_CUDA)
       if (cuda) {
@@ -233,10 +268,13 @@ int main(int argc, char** argv) {
       const std::string tmp = a.json + ".tmp";
       {
         std::ofstream out(tmp);
-        out << std::setprecision(6) << "{\"model\": \"" << a.model << "\", \"device\": \"" << a.device
+        const auto info = sepp::build_info();
+        out << std::setprecision(6) << "{\"schema\": \"sepp-bench/1\", \"sepp_version\": \"" << info.version
+            << "\", \"torch_version\": \"" << info.torch_version << "\", \"model\": \"" << a.model << "\", \"device\": \"" << a.device
             << "\", \"dtype\": \"" << a.dtype << "\", \"image_size\": " << a.image_size
             << ", \"channels_last\": " << (a.channels_last ? "true" : "false")
-            << ", \"threads\": " << at::get_num_threads() << ", \"results\": [";
+            << ", \"threads\": " << at::get_num_threads() << ", \"warmup\": " << a.warmup
+            << ", \"timer\": \"" << (cuda ? "cuda_event" : "steady_clock") << "\", \"results\": [";
         for (size_t i = 0; i < results.size(); ++i) {
           const auto& r = results[i];
           out << (i ? ", " : "") << "{\"batch\": " << r.batch << ", \"iters\": " << r.iters << ", \"p50_ms\": " << r.p50
