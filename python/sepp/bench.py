@@ -1,0 +1,615 @@
+"""Side-by-side latency comparison of sepp with what a user would run instead, in one process.
+
+    python -m sepp.bench --model se_resnet50                # CUDA if present, else CPU
+    python -m sepp.bench --device cpu --batch-size 16 --dtypes float32 --skip compile
+
+Every contender that is installed runs on the same weights and the same input: sepp (Python API), sepp from C++ (the
+``sepp-bench`` executable, fed the same weights and input through safetensors files), ``sepp.reference`` eager, timm
+eager, ``torch.compile`` of the reference (CPU: inductor with freezing; CUDA: max-autotune), ONNX Runtime and
+OpenVINO (CPU, exported from the reference), in float32 and in the reduced precision the device supports; plus the SE
+overhead (the same sepp model without SE). Before a contender is timed its output is checked against sepp's float32
+output; one that disagrees is reported as a mismatch and not timed.
+
+Prints a markdown table (medians, the ratio of each to sepp at the same dtype), and writes the raw results as JSON and
+a PNG chart under ``--output-dir`` (default ``bench/results``), named by machine, device and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+SCHEMA = "sepp-compare/1"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CONTENDER_KINDS = ("sepp", "sepp-cpp", "se-overhead", "reference", "timm", "compile", "onnxruntime", "openvino")
+# Relative tolerance of the output check: max|y - y_sepp_fp32| / max|y_sepp_fp32|.
+TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 2e-2}
+TIMM_NAMES = {"se_resnet50": "seresnet50", "se_resnet101": "seresnet101", "se_resnet152": "seresnet152",
+              "se_resnet18": "seresnet18", "se_resnet34": "seresnet34", "se_resnext50_32x4d": "seresnext50_32x4d",
+              "se_resnext101_32x4d": "seresnext101_32x4d", "resnet18": "resnet18", "resnet34": "resnet34",
+              "resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152"}
+
+
+class Skip(Exception):
+    """A contender that cannot run here (not installed, not supported on this device or dtype)."""
+
+
+@dataclasses.dataclass
+class Contender:
+    """One row of the comparison. ``setup`` returns a zero-argument callable that runs one forward pass on the
+    shared input and returns the logits (any array-like); ``external`` contenders time themselves and return
+    ``(times_ms, logits)`` from ``setup`` instead."""
+
+    name: str
+    kind: str
+    dtype: str
+    layout: str
+    setup: Callable[[], Any]
+    model: str
+    baseline: bool = False
+    external: bool = False
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    kind: str
+    model: str
+    dtype: str
+    layout: str
+    status: str  # ok | skipped | mismatch | failed
+    reason: str = ""
+    note: str = ""
+    setup_s: Optional[float] = None
+    times_ms: List[float] = dataclasses.field(default_factory=list)
+    median_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    images_per_s: Optional[float] = None
+    ratio_to_sepp: Optional[float] = None
+    max_abs_diff: Optional[float] = None
+    rel_diff: Optional[float] = None
+    baseline: bool = False
+
+
+# ------------------------------------------------------------------------------------------------ machine and set-up
+
+def machine_info(device: str) -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    flags: List[str] = []
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = m.group(1).strip() if m else cpu
+        m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = m.group(1).split() if m else []
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile") if f in flags]
+    info: Dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "hostname": platform.node(),
+                            "os": platform.platform()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def machine_slug(info: Dict[str, Any], device: str) -> str:
+    what = info["gpu"] if device == "cuda" else f"{info['cpu']} {info['cores']}c"
+    return re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-") + f"_{device}"
+
+
+def versions() -> Dict[str, str]:
+    import sepp
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "sepp": sepp.__version__}
+    for mod in ("timm", "onnxruntime", "openvino", "onnx", "numpy"):
+        if importlib.util.find_spec(mod) is not None:
+            with contextlib.suppress(Exception):
+                out[mod] = __import__(mod).__version__
+    return out
+
+
+def realistic_weights_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Fresh models start every residual branch at zero (zero_init_last), which makes an output check meaningless;
+    give every BN random affine parameters and running statistics instead (deterministic for ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    state = model.state_dict()
+    norms = [k[: -len("running_var")] for k in state if k.endswith("running_var")]
+    with torch.no_grad():
+        for prefix in norms:
+            n = state[prefix + "running_var"].numel()
+            state[prefix + "running_var"].copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            state[prefix + "running_mean"].copy_(torch.randn(n, generator=g) * 0.1)
+            state[prefix + "weight"].copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+            state[prefix + "bias"].copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+def sepp_bench_executable() -> Optional[Path]:
+    env = os.environ.get("SEPP_BENCH_EXE")
+    if env:
+        return Path(env)
+    import sepp
+
+    path = Path(sepp.__file__).resolve().parent / "bin" / "sepp-bench"
+    return path if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------------- contenders
+
+def _channels_last(x: torch.Tensor, layout: str) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def build_contenders(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor,
+                     workdir: Path) -> List[Contender]:
+    import sepp
+    import sepp.reference as reference
+
+    dev = torch.device(args.device)
+    model_name = args.model
+    rows: List[Contender] = []
+
+    def torch_runner(module: torch.nn.Module, dtype: str, layout: str, autocast: bool = False) -> Callable[[], Any]:
+        xin = _channels_last(x.to(dev, torch.float32 if autocast else DTYPES[dtype]), layout)
+        ctx = (lambda: torch.autocast(dev.type, dtype=DTYPES[dtype])) if autocast else contextlib.nullcontext
+
+        def run() -> Any:
+            with torch.inference_mode(), ctx():
+                return module(xin)
+        return run
+
+    def sepp_model(name: str, dtype: str, layout: str) -> torch.nn.Module:
+        m = sepp.create_model(name)
+        if name == model_name:
+            m.load_state_dict(state)
+        else:
+            realistic_weights_(m, args.seed)
+        m = m.eval().to(dev, DTYPES[dtype])
+        return m.to(memory_format=torch.channels_last) if layout == "channels_last" else m
+
+    def reference_model(dtype: str = "float32") -> torch.nn.Module:
+        m = reference.create_model(model_name)
+        m.load_state_dict(state)
+        return m.eval().to(dev, DTYPES[dtype])
+
+    for dtype in args.dtypes:
+        low = dtype != "float32"
+        for layout in ("nchw", "channels_last"):
+            rows.append(Contender("sepp", "sepp", dtype, layout, model=model_name, baseline=True,
+                                  setup=lambda d=dtype, l=layout: torch_runner(sepp_model(model_name, d, l), d, l)))
+        rows.append(Contender("sepp-bench (C++)", "sepp-cpp", dtype, "channels_last", model=model_name,
+                              external=True, setup=lambda d=dtype: run_sepp_bench(args, state, x, d, workdir)))
+        if model_name.startswith("se_") and model_name[3:] in sepp.model_names():
+            plain = model_name[3:]
+            rows.append(Contender(f"sepp {plain} (SE overhead)", "se-overhead", dtype, "channels_last", model=plain,
+                                  note="no output check: a different network",
+                                  setup=lambda d=dtype: torch_runner(sepp_model(plain, d, "channels_last"), d,
+                                                                     "channels_last")))
+        rows.append(Contender("sepp.reference eager", "reference", dtype, "nchw", model=model_name,
+                              setup=lambda d=dtype: torch_runner(reference_model(d), d, "nchw")))
+
+        def timm_setup(d: str = dtype, layout: str = "nchw") -> Callable[[], Any]:
+            if importlib.util.find_spec("timm") is None:
+                raise Skip("timm is not installed")
+            import timm
+
+            if model_name not in TIMM_NAMES:
+                raise Skip(f"timm has no counterpart of {model_name}")
+            m = timm.create_model(TIMM_NAMES[model_name], pretrained=False)
+            try:
+                m.load_state_dict(state)
+            except RuntimeError as e:
+                lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln] or [str(e).splitlines()[0]]
+                raise Skip(f"timm {TIMM_NAMES[model_name]} does not take sepp's weights ({lines[0]} — timm rounds "
+                           f"SE widths to multiples of 8)") from None
+            m = m.eval().to(dev)
+            if layout == "channels_last":
+                m = m.to(memory_format=torch.channels_last)
+            return torch_runner(m, d, layout, autocast=d != "float32")
+
+        timm_name = f"timm {TIMM_NAMES.get(model_name, model_name)} eager"
+        if not low:
+            rows.append(Contender(timm_name, "timm", dtype, "nchw", model=model_name, setup=timm_setup))
+        rows.append(Contender(timm_name + (" (autocast)" if low else ""), "timm", dtype, "channels_last",
+                              model=model_name, setup=lambda d=dtype: timm_setup(d, "channels_last")))
+
+        def compile_setup(d: str = dtype) -> Callable[[], Any]:
+            import torch._inductor.config as inductor_config
+
+            m = reference_model()
+            if dev.type == "cpu":
+                inductor_config.freezing = True
+                compiled = torch.compile(m)
+            else:
+                compiled = torch.compile(m, mode="max-autotune")
+            return torch_runner(compiled, d, "nchw", autocast=d != "float32")
+
+        how = "inductor, freezing" if dev.type == "cpu" else "max-autotune"
+        rows.append(Contender(f"torch.compile reference ({how}{', autocast' if low else ''})", "compile", dtype,
+                              "nchw", model=model_name, setup=compile_setup))
+        rows.append(Contender("ONNX Runtime", "onnxruntime", dtype, "nchw", model=model_name,
+                              setup=lambda d=dtype: onnxruntime_setup(args, x, d, workdir, reference_model)))
+        rows.append(Contender("OpenVINO", "openvino", dtype, "nchw", model=model_name,
+                              setup=lambda d=dtype: openvino_setup(args, x, d, workdir, reference_model)))
+    keep = set(args.contenders) - set(args.skip)
+    return [c for c in rows if c.kind in keep]
+
+
+def _onnx_file(x: torch.Tensor, workdir: Path, reference_model: Callable[[], torch.nn.Module]) -> Path:
+    path = workdir / "reference.onnx"
+    if not path.exists():
+        if importlib.util.find_spec("onnx") is None:
+            raise Skip("onnx is not installed (needed to export the reference)")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(reference_model(), (x,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"])
+    return path
+
+
+def onnxruntime_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path,
+                      reference_model: Callable[[], torch.nn.Module]) -> Callable[[], Any]:
+    if args.device != "cpu":
+        raise Skip("compared on the CPU only")
+    if dtype != "float32":
+        raise Skip(f"the CPU execution provider has no {dtype} convolutions")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise Skip("onnxruntime is not installed")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(_onnx_file(x, workdir, reference_model)), opts,
+                                   providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return lambda: session.run(None, feed)[0]
+
+
+def openvino_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path,
+                   reference_model: Callable[[], torch.nn.Module]) -> Any:
+    if args.device != "cpu":
+        raise Skip("compared on the CPU only")
+    if importlib.util.find_spec("openvino") is None:
+        raise Skip("openvino is not installed")
+    import openvino as ov
+
+    core = ov.Core()
+    hint = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[dtype]
+    caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if dtype != "float32" and hint.upper() not in [str(c).upper() for c in caps]:
+        raise Skip(f"this CPU does not run {dtype} in OpenVINO (its capabilities: {', '.join(map(str, caps))})")
+    model = core.read_model(str(_onnx_file(x, workdir, reference_model)))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request = compiled.create_infer_request()
+    feed = x.numpy()
+
+    def run() -> Any:
+        request.infer({0: feed})
+        return request.get_output_tensor(0).data
+    return run
+
+
+def run_sepp_bench(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor, dtype: str,
+                   workdir: Path) -> Any:
+    from safetensors.torch import load_file, save_file
+
+    exe = sepp_bench_executable()
+    if exe is None:
+        raise Skip("the sepp-bench executable is not installed with this sepp (set SEPP_BENCH_EXE)")
+    weights, inp = workdir / "weights.safetensors", workdir / "input.safetensors"
+    out, js = workdir / f"output-{dtype}.safetensors", workdir / f"sepp-bench-{dtype}.json"
+    if not weights.exists():
+        save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+        save_file({"input": x.contiguous()}, str(inp))
+    cmd = [str(exe), "--model", args.model, "--device", args.device, "--dtype", dtype, "--channels-last",
+           "--threads", str(torch.get_num_threads()), "--warmup", str(args.warmup), "--iters", str(args.iters),
+           "--weights", str(weights), "--input", str(inp), "--output", str(out), "--json", str(js)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()}")
+    report = json.loads(js.read_text())
+    r = report["results"][0]
+    # The executable reports percentiles, not every sample; keep the median and p90 it measured.
+    return {"median_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "iters": r["iters"]}, load_file(str(out))["output"]
+
+
+# ------------------------------------------------------------------------------------------------------------ timing
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_runner(run: Callable[[], Any], device: str, warmup: int, iters: int) -> List[float]:
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _as_tensor(y: Any) -> torch.Tensor:
+    if isinstance(y, torch.Tensor):
+        return y.detach().to("cpu", torch.float64)
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(y, dtype=np.float64))
+
+
+def measure(c: Contender, args: argparse.Namespace, truth: torch.Tensor) -> Result:
+    r = Result(c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline)
+    t0 = time.perf_counter()
+    try:
+        made = c.setup()
+        if c.external:
+            summary, y = made
+        else:
+            y = made()
+            _sync(args.device)
+    except Skip as e:
+        r.status, r.reason = "skipped", str(e)
+        return r
+    except Exception as e:  # a contender that breaks must not take the comparison down with it
+        r.status, r.reason = "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+        return r
+    r.setup_s = round(time.perf_counter() - t0, 3)
+    if c.model == args.model:
+        y = _as_tensor(y)
+        if y.shape != truth.shape:
+            r.status, r.reason = "mismatch", f"output shape {tuple(y.shape)}, expected {tuple(truth.shape)}"
+            return r
+        diff = (y - truth).abs().max().item()
+        r.max_abs_diff, r.rel_diff = diff, diff / max(truth.abs().max().item(), 1e-30)
+        if not r.rel_diff <= TOLERANCE[c.dtype]:
+            r.status = "mismatch"
+            r.reason = f"output differs from sepp float32 by {r.rel_diff:.3g} relative (tolerance {TOLERANCE[c.dtype]})"
+            return r
+    if c.external:
+        r.median_ms, r.p90_ms = summary["median_ms"], summary["p90_ms"]
+    else:
+        r.times_ms = [round(t, 4) for t in time_runner(made, args.device, args.warmup, args.iters)]
+        r.median_ms = statistics.median(r.times_ms)
+        r.p90_ms = _percentile(r.times_ms, 0.9)
+    r.images_per_s = args.batch_size * 1e3 / r.median_ms
+    return r
+
+
+def _percentile(v: Sequence[float], q: float) -> float:
+    s = sorted(v)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def add_ratios(results: List[Result]) -> None:
+    """ratio_to_sepp = median / the fastest sepp (Python API) median at the same dtype; > 1 means sepp is faster."""
+    for r in results:
+        base = [b.median_ms for b in results if b.baseline and b.dtype == r.dtype and b.median_ms]
+        if r.median_ms and base:
+            r.ratio_to_sepp = r.median_ms / min(base)
+
+
+# ----------------------------------------------------------------------------------------------------------- reports
+
+def markdown_table(results: List[Result], batch: int) -> str:
+    lines = ["| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        num = (lambda v, f: f.format(v) if v is not None else "—")
+        status = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
+        lines.append(f"| {r.name} | {r.dtype} | {r.layout} | {num(r.median_ms, '{:.2f}')} | "
+                     f"{num(r.p90_ms, '{:.2f}')} | {num(r.images_per_s, '{:.1f}')} | "
+                     f"{num(r.ratio_to_sepp, '{:.2f}')} | {num(r.max_abs_diff, '{:.2e}')} | {status} |")
+    return "\n".join(lines)
+
+
+def se_overhead(results: List[Result]) -> List[str]:
+    out = []
+    for o in results:
+        if o.kind == "se-overhead" and o.median_ms:
+            se = [r for r in results if r.kind == "sepp" and r.dtype == o.dtype and r.layout == o.layout and r.median_ms]
+            if se:
+                out.append(f"SE overhead ({o.dtype}, {o.layout}): sepp {se[0].model} {se[0].median_ms:.2f} ms vs "
+                           f"{o.model} {o.median_ms:.2f} ms = {100 * (se[0].median_ms / o.median_ms - 1):+.1f}%")
+    return out
+
+
+def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]:
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if r.median_ms]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.4))
+    labels = [f"{r.name} [{r.dtype}, {r.layout}]" for r in rows]
+    colors = ["tab:red" if r.kind in ("sepp", "sepp-cpp") else "tab:orange" if r.kind == "se-overhead" else
+              "tab:blue" for r in rows]
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, [r.median_ms for r in rows], color=colors)
+    for yi, r in zip(y, rows):
+        ratio = f"  ×{r.ratio_to_sepp:.2f}" if r.ratio_to_sepp else ""
+        ax.text(r.median_ms, yi, f" {r.median_ms:.1f} ms{ratio}", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("median ms (lower is better); ×: ratio to sepp at the same dtype", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(0, max(r.median_ms for r in rows) * 1.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    import sepp
+
+    p = argparse.ArgumentParser(prog="python -m sepp.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="se_resnet50", help="a sepp factory (default se_resnet50)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--dtypes", default=None,
+                   help="comma list of float32, bfloat16, float16 (default: float32,bfloat16 on the CPU; "
+                        "float32,float16,bfloat16 on CUDA)")
+    p.add_argument("--contenders", default=",".join(CONTENDER_KINDS),
+                   help=f"comma list of {', '.join(CONTENDER_KINDS)} (default: all)")
+    p.add_argument("--skip", default="", help="comma list of contenders to leave out (e.g. compile)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for every contender (default: torch's)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="bench/results", help="where the JSON and the PNG go")
+    p.add_argument("--no-chart", action="store_true")
+    args = p.parse_args(argv)
+
+    def fail(msg: str) -> None:
+        p.error(msg)  # exits with status 2 and a one-line message
+
+    if args.model not in sepp.model_names():
+        fail(f"--model: unknown model {args.model!r}; expected one of: {', '.join(sepp.model_names())}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available")
+    for flag, v, lo in (("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32),
+                        ("--warmup", args.warmup, 0), ("--iters", args.iters, 1), ("--threads", args.threads, 0)):
+        if v < lo:
+            fail(f"{flag}: expected an integer >= {lo}, got {v}")
+    args.notes = []
+    if args.dtypes is None:
+        if args.device == "cuda":
+            args.dtypes = "float32,float16,bfloat16"
+        elif torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            args.dtypes = "float32,bfloat16"
+        else:
+            args.dtypes = "float32"
+            args.notes.append("bfloat16 left out: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so every "
+                              "contender would emulate it; pass --dtypes float32,bfloat16 to time it anyway")
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    args.skip = [c for c in args.skip.split(",") if c]
+    for flag, values, allowed in (("--dtypes", args.dtypes, DTYPES), ("--contenders", args.contenders, CONTENDER_KINDS),
+                                  ("--skip", args.skip, CONTENDER_KINDS)):
+        bad = [v for v in values if v not in allowed]
+        if bad or (flag != "--skip" and not values):
+            fail(f"{flag}: expected a comma list of {', '.join(allowed)}, got {','.join(values) or 'nothing'}")
+    return args
+
+
+def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
+        extra: Sequence[Contender] = ()) -> Dict[str, Any]:
+    """Runs the comparison described by ``args`` (from :func:`parse_args`); ``extra`` contenders are appended (tests
+    use it). Returns the report that is also written as JSON."""
+    import sepp
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=gen)
+    truth_model = realistic_weights_(sepp.create_model(args.model), args.seed).eval()
+    state = {k: v.detach().clone() for k, v in truth_model.state_dict().items()}
+    with torch.inference_mode():
+        truth = truth_model.to(args.device)(x.to(args.device)).to("cpu", torch.float64)
+    del truth_model
+
+    info = machine_info(args.device)
+    results: List[Result] = []
+    with tempfile.TemporaryDirectory(prefix="sepp-bench-") as tmp:
+        contenders = build_contenders(args, state, x, Path(tmp)) + list(extra)
+        for c in contenders:
+            print(f"  {c.name} [{c.dtype}, {c.layout}] ...", file=sys.stderr, flush=True)
+            results.append(measure(c, args, truth))
+    add_ratios(results)
+
+    report = {
+        "schema": SCHEMA,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m sepp.bench " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
+        "machine": info,
+        "versions": versions(),
+        "settings": {"model": args.model, "device": args.device, "batch_size": args.batch_size,
+                     "image_size": args.image_size, "dtypes": args.dtypes, "threads": torch.get_num_threads(),
+                     "warmup": args.warmup, "iters": args.iters, "seed": args.seed, "tolerance": TOLERANCE},
+        "results": [dataclasses.asdict(r) for r in results],
+        "se_overhead": se_overhead(results),
+        "notes": args.notes,
+    }
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{machine_slug(info, args.device)}_{args.model}_b{args.batch_size}"
+    json_path = out_dir / f"{stem}.json"
+    _atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
+    report["json_path"] = str(json_path)
+    title = (f"{args.model}, batch {args.batch_size}, {args.image_size}², {args.device} "
+             f"({info.get('gpu') or info['cpu']}, {torch.get_num_threads()} threads)")
+    chart = None if args.no_chart else write_chart(results, out_dir / f"{stem}.png", title)
+    report["chart_path"] = str(chart) if chart else None
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    report = run(args, argv)
+    s = report["settings"]
+    m = report["machine"]
+    print(f"\n{s['model']}, batch {s['batch_size']}, {s['image_size']}×{s['image_size']}, device {s['device']} "
+          f"({m.get('gpu') or m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}), "
+          f"{s['threads']} threads, median of {s['iters']} after {s['warmup']} warm-up\n")
+    print(markdown_table([Result(**r) for r in report["results"]], s["batch_size"]))
+    for line in report["se_overhead"] + report["notes"]:
+        print("\n" + line)
+    print(f"\nraw results: {report['json_path']}" + (f"\nchart: {report['chart_path']}" if report["chart_path"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
