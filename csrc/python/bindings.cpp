@@ -239,6 +239,28 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("stage_channels", &sepp::ResNetImpl::stage_channels)
       .def_property_readonly("options", [](const sepp::ResNetImpl& self) { return options_dict(self.options); });
 
+  py::class_<sepp::OptimizedResNet>(m, "OptimizedResNet")
+      .def("forward", &sepp::OptimizedResNet::forward, py::arg("x"), kNoGil)
+      .def_property_readonly("backend", &sepp::OptimizedResNet::backend)
+      .def_property_readonly("num_features", &sepp::OptimizedResNet::num_features)
+      .def_property_readonly("options", [](const sepp::OptimizedResNet& self) { return options_dict(self.model_options()); });
+  m.def(
+      "optimize_for_inference",
+      [](const std::shared_ptr<sepp::ResNetImpl>& model, const std::string& dtype, std::vector<int64_t> input_size) {
+        static const std::pair<const char*, c10::ScalarType> kDtypes[] = {
+            {"float32", at::kFloat}, {"bfloat16", at::kBFloat16}, {"float16", at::kHalf}, {"float64", at::kDouble}};
+        sepp::InferenceOptions o;
+        for (const auto& [name, t] : kDtypes)
+          if (dtype == name) o.dtype(t);
+        TORCH_CHECK_TYPE(
+            dtype.empty() || o.dtype().has_value(),
+            "optimize_for_inference: expected dtype float32, bfloat16, float16 or float64, got ", dtype);
+        o.input_size(std::move(input_size));
+        py::gil_scoped_release no_gil;
+        return sepp::optimize_for_inference(sepp::ResNet(model), o);
+      },
+      py::arg("model"), py::arg("dtype") = "", py::arg("input_size") = std::vector<int64_t>{});
+
   m.def("model_names", &sepp::model_names, "Names of the models in the factory table.");
   m.def(
       "model_config", [](const std::string& name) { return options_dict(sepp::model_config(name)); },

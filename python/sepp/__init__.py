@@ -20,6 +20,7 @@ from . import ops
 from ._module import CppModule
 from .factories import *  # noqa: F401,F403
 from .factories import __all__ as _factory_names
+from .inference import OptimizedResNet, optimize_for_inference
 from .models import BasicBlock, Bottleneck, ResNet, SEBlock, create_model, model_names
 from .weights import load_weights, save_weights
 
@@ -35,4 +36,4 @@ def build_info() -> Dict[str, Any]:
 
 
 __all__ = ["SEBlock", "BasicBlock", "Bottleneck", "ResNet", "CppModule", "create_model", "model_names",
-           "build_info", "ops", "save_weights", "load_weights", *_factory_names]
+           "build_info", "ops", "save_weights", "load_weights", "optimize_for_inference", "OptimizedResNet", *_factory_names]

@@ -4,6 +4,7 @@
 #include <sepp/blocks.h>
 #include <sepp/build_info.h>
 #include <sepp/factories.h>
+#include <sepp/inference.h>
 #include <sepp/ops.h>
 #include <sepp/resnet.h>
 #include <sepp/se_block.h>

@@ -1,0 +1,235 @@
+"""sepp.optimize_for_inference: the same function as the eager model in eval mode, for every factory, option, dtype,
+batch and image size; the same errors on bad input; inference-only behaviour."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import pytest
+import torch
+
+import sepp
+import sepp.reference as reference
+from conftest import copy_state, randomize_, rel_err
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _pair(name: str, **kw):
+    m = randomize_(sepp.create_model(name, **kw)).eval()
+    return m
+
+
+@pytest.mark.parametrize("name", sepp.model_names())
+def test_every_factory_float32_matches_eager(name):
+    m = _pair(name)
+    o = sepp.optimize_for_inference(m)
+    assert o.backend == ("onednn" if torch.backends.mkldnn.is_available() else "aten")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        want = m(x)
+        got = o(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert rel_err(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d", "resnet34"])
+def test_float64_matches_the_reference_exactly(name):
+    """float64 runs the 'aten' path: BN folding and the fused tail checked against the pure-Python reference."""
+    m = _pair(name).double()
+    ref = reference.create_model(name).double().eval()
+    copy_state(m, ref)
+    o = sepp.optimize_for_inference(m)
+    assert o.backend == "aten" and o.dtype == torch.float64
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_err(o(x), ref(x)) < 1e-10
+
+
+OPTIONS = [
+    dict(se_strategy="pre"), dict(se_strategy="post"), dict(se_strategy="identity"),
+    dict(squeeze="max"), dict(squeeze="avgmax"), dict(gate="hard_sigmoid"), dict(gate="tanh"), dict(se_bias=False),
+    dict(relu_before_se=True), dict(stride_in_1x1=True), dict(stem_pool_ceil_mode=True), dict(num_classes=0),
+    dict(num_classes=7, in_chans=1), dict(se=(False, True, False, True)), dict(reduction=4),
+]
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("kw", OPTIONS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_options_match_the_reference_and_eager(block, kw):
+    kw = {"se": True, **kw}
+    layers = (1, 2, 1, 1)
+    m = randomize_(sepp.ResNet(block=block, layers=layers, **kw)).eval()
+    x = torch.randn(2, kw.get("in_chans", 3), 67, 45)
+    # float64 against the reference: the algebra of each option
+    m64 = copy.deepcopy(m).double()
+    ref = reference.ResNet(block=block, layers=layers, **kw).double().eval()
+    copy_state(m64, ref)
+    with torch.no_grad():
+        assert rel_err(sepp.optimize_for_inference(m64)(x.double()), ref(x.double())) < 1e-10
+        # float32 (oneDNN) against eager
+        assert rel_err(sepp.optimize_for_inference(m)(x), m(x)) < 1e-4
+
+
+@pytest.mark.parametrize("batch, h, w", [(1, 32, 32), (3, 33, 47), (1, 224, 224), (5, 64, 96)])
+def test_batch_and_image_sizes_other_than_the_prepared_one(batch, h, w):
+    m = _pair("se_resnet50")
+    o = sepp.optimize_for_inference(m, input_size=[2, 3, 128, 128])
+    x = torch.randn(batch, 3, h, w)
+    with torch.inference_mode():
+        assert rel_err(o(x), m(x)) < 1e-4
+        # channels_last input, and a non-contiguous one
+        assert rel_err(o(x.contiguous(memory_format=torch.channels_last)), m(x)) < 1e-4
+        xt = torch.randn(batch, 3, w, h).transpose(2, 3)
+        assert rel_err(o(xt), m(xt.contiguous())) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d"])
+def test_bfloat16_within_2e_2_of_float32(name):
+    m = _pair(name)
+    o = sepp.optimize_for_inference(m, dtype=torch.bfloat16)
+    assert o.dtype == torch.bfloat16
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        got = o(x.bfloat16())
+        want = m(x)
+    assert got.dtype == torch.bfloat16
+    assert rel_err(got, want) < 2e-2
+
+
+def test_weights_are_a_copy_taken_at_optimization():
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        before = o(x)
+        with torch.no_grad():
+            m.layer2[0].conv1.weight.mul_(3.0)
+            m.layer1[0].se.fc2.bias.add_(1.0)
+        assert torch.equal(o(x), before)
+        assert rel_err(sepp.optimize_for_inference(m)(x), m(x)) < 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+
+def _message(fn):
+    with pytest.raises(Exception) as e:
+        fn()
+    return type(e.value), str(e.value).split("\n")[0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(1, 4, 64, 64),                      # channel count
+    lambda: torch.randn(3, 64, 64),                         # rank
+    lambda: torch.randn(1, 3, 64, 64, dtype=torch.float64),  # dtype
+    lambda: torch.randint(0, 255, (1, 3, 64, 64)),          # integers
+    lambda: torch.randn(1, 3, 64, 64, device="meta"),       # device
+], ids=["channels", "rank", "dtype", "integer", "device"])
+def test_bad_input_gives_the_same_error_as_eager(make):
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m)
+    x = make()
+    kind, msg = _message(lambda: m(x))
+    assert kind in (ValueError, TypeError)
+    assert _message(lambda: o(x)) == (kind, msg)
+
+
+def test_bfloat16_model_wants_bfloat16_input_like_eager():
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m, dtype=torch.bfloat16)
+    x = torch.randn(1, 3, 64, 64)
+    assert _message(lambda: o(x)) == _message(lambda: copy.deepcopy(m).bfloat16()(x))
+
+
+def test_bad_arguments():
+    m = _pair("se_resnet18")
+    with pytest.raises(TypeError, match="expected a sepp.ResNet"):
+        sepp.optimize_for_inference(reference.se_resnet18())
+    with pytest.raises(TypeError, match="expected dtype torch.float32, torch.bfloat16, torch.float16 or torch.float64"):
+        sepp.optimize_for_inference(m, dtype=torch.int8)
+    if not torch.cuda.is_available():
+        with pytest.raises(TypeError, match="expected float32, bfloat16 or float64 on the CPU, got Half"):
+            sepp.optimize_for_inference(m, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"expected input_size \[N, 3, H, W\] with N, H, W >= 1, got \[1, 3, 224\]"):
+        sepp.optimize_for_inference(m, input_size=[1, 3, 224])
+    with pytest.raises(ValueError, match=r"got \[1, 4, 224, 224\]"):
+        sepp.optimize_for_inference(m, input_size=[1, 4, 224, 224])
+
+
+def test_inference_only_behaviour():
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m)
+    assert list(o.parameters()) == [] and o.state_dict() == {}
+    assert not o.training and o.eval() is o
+    assert o.num_classes == 1000 and o.num_features == 512 and o.options["block"] == "basic"
+    assert "backend=" in repr(o)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        o.train()
+    with pytest.raises(TypeError, match="cannot be moved or cast"):
+        o.double()
+    with pytest.raises(TypeError, match="cannot be moved or cast"):
+        o.to("cpu")
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(o)
+    x = torch.randn(1, 3, 64, 64)
+    y = o(x)
+    assert not y.requires_grad
+    assert torch.equal(copy.deepcopy(o)(x), y)
+    # the eager model is untouched and still trains
+    m.train()
+    m(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert m.conv1.weight.grad is not None
+
+
+def test_forward_from_several_threads():
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m)
+    xs = [torch.randn(2, 3, 64, 64) for _ in range(4)]
+    want = [o(x) for x in xs]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            got[i] = o(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def _rss_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_no_heap_growth_over_1000_calls():
+    m = _pair("se_resnet18")
+    o = sepp.optimize_for_inference(m, input_size=[1, 3, 64, 64])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        for _ in range(100):
+            o(x)
+        before = _rss_kib()
+        for _ in range(1000):
+            o(x)
+        after = _rss_kib()
+    assert after - before < 4096, f"RSS grew by {after - before} KiB over 1000 calls"
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda(dtype):
+    m = _pair("se_resnet50").cuda()
+    o = sepp.optimize_for_inference(m, dtype=dtype)
+    assert o.backend == "aten" and o.device.type == "cuda"
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.inference_mode():
+        assert rel_err(o(x.to(dtype)), m(x)) < (1e-4 if dtype == torch.float32 else 2e-2)
