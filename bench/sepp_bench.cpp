@@ -21,6 +21,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -43,6 +44,7 @@ struct Args {
   std::string device = "cpu";
   std::string dtype = "float32";
   bool channels_last = false;
+  bool optimize = false;
   int threads = 0;
   int warmup = 3;
   int iters = 20;
@@ -59,7 +61,7 @@ struct UsageError : std::runtime_error {
 
 const char* kUsage =
     "usage: sepp-bench [--model NAME] [--batch-size 1,8,32] [--image-size 224] [--device cpu|cuda]\n"
-    "                  [--dtype float32|float16|bfloat16] [--channels-last] [--threads N] [--warmup N]\n"
+    "                  [--dtype float32|float16|bfloat16] [--channels-last] [--optimize] [--threads N] [--warmup N]\n"
     "                  [--iters N | --min-time SECONDS] [--json FILE]\n"
     "                  [--weights FILE.safetensors] [--input FILE.safetensors] [--output FILE.safetensors]\n";
 
@@ -106,6 +108,8 @@ Args parse(int argc, char** argv) {
         throw UsageError("--dtype: expected float32, float16 or bfloat16, got '" + a.dtype + "'");
     } else if (f == "--channels-last") {
       a.channels_last = true;
+    } else if (f == "--optimize") {
+      a.optimize = true;
     } else if (f == "--threads") {
       a.threads = static_cast<int>(parse_int(f, value(), 1));
     } else if (f == "--warmup") {
@@ -207,11 +211,18 @@ int main(int argc, char** argv) {
       const auto opts = torch::TensorOptions().device(device).dtype(dtype);
       auto x = given.defined() ? given.to(opts) : torch::randn({batch, 3, a.image_size, a.image_size}, opts);
       if (a.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      // --optimize: the inference-only model, its oneDNN weight layouts chosen for this input shape.
+      std::optional<sepp::OptimizedResNet> optimized;
+      if (a.optimize) {
+        optimized = sepp::optimize_for_inference(
+            model, sepp::InferenceOptions().dtype(dtype).input_size({batch, 3, a.image_size, a.image_size}));
+      }
+      auto forward = [&](const torch::Tensor& in) { return optimized ? optimized->forward(in) : model->forward(in); };
       if (!a.output.empty() && results.empty()) {
-        auto y = model->forward(x).to(torch::kCPU, torch::kFloat).contiguous();
+        auto y = forward(x).to(torch::kCPU, torch::kFloat).contiguous();
         sepp::write_safetensors({{"output", y}}, a.output);
       }
-      for (int i = 0; i < a.warmup; ++i) model->forward(x);
+      for (int i = 0; i < a.warmup; ++i) forward(x);
 #if defined(SEPP_WITH_CUDA)
       if (cuda) {
         torch::cuda::synchronize();
@@ -228,7 +239,7 @@ int main(int argc, char** argv) {
           auto stream = c10::cuda::getCurrentCUDAStream();
           at::cuda::CUDAEvent t0(cudaEventDefault), t1(cudaEventDefault);
           t0.record(stream);
-          model->forward(x);
+          forward(x);
           t1.record(stream);
           t1.synchronize();
           ms.push_back(t0.elapsed_time(t1));
@@ -237,7 +248,7 @@ int main(int argc, char** argv) {
 #endif
         {
           const auto t0 = std::chrono::steady_clock::now();
-          model->forward(x);
+          forward(x);
           ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         }
       }
@@ -255,6 +266,7 @@ int main(int argc, char** argv) {
 
     std::cout << "sepp-bench  model=" << a.model << "  device=" << a.device << "  dtype=" << a.dtype
               << "  image=" << a.image_size << "  channels_last=" << (a.channels_last ? "yes" : "no")
+              << "  optimized=" << (a.optimize ? "yes" : "no")
               << "  threads=" << at::get_num_threads() << "  warmup=" << a.warmup << "\n\n";
     std::cout << "| batch | iters | p50 ms | p90 ms | p99 ms | img/s | peak " << (cuda ? "CUDA alloc" : "RSS")
               << " MiB |\n|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -273,6 +285,7 @@ int main(int argc, char** argv) {
             << "\", \"torch_version\": \"" << info.torch_version << "\", \"model\": \"" << a.model << "\", \"device\": \"" << a.device
             << "\", \"dtype\": \"" << a.dtype << "\", \"image_size\": " << a.image_size
             << ", \"channels_last\": " << (a.channels_last ? "true" : "false")
+            << ", \"optimized\": " << (a.optimize ? "true" : "false")
             << ", \"threads\": " << at::get_num_threads() << ", \"warmup\": " << a.warmup
             << ", \"timer\": \"" << (cuda ? "cuda_event" : "steady_clock") << "\", \"results\": [";
         for (size_t i = 0; i < results.size(); ++i) {

@@ -38,7 +38,8 @@ import torch
 
 SCHEMA = "sepp-compare/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CONTENDER_KINDS = ("sepp", "sepp-cpp", "se-overhead", "reference", "timm", "compile", "onnxruntime", "openvino")
+CONTENDER_KINDS = ("sepp", "sepp-optimized", "sepp-cpp", "se-overhead", "reference", "timm", "compile", "onnxruntime",
+                   "openvino")
 # Relative tolerance of the output check: max|y - y_sepp_fp32| / max|y_sepp_fp32|.
 TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 2e-2}
 TIMM_NAMES = {"se_resnet50": "seresnet50", "se_resnet101": "seresnet101", "se_resnet152": "seresnet152",
@@ -66,6 +67,7 @@ class Contender:
     baseline: bool = False
     external: bool = False
     note: str = ""
+    compare_to: str = ""  # se-overhead rows: the name of the SE model's row they pair with
 
 
 @dataclasses.dataclass
@@ -87,6 +89,7 @@ class Result:
     max_abs_diff: Optional[float] = None
     rel_diff: Optional[float] = None
     baseline: bool = False
+    compare_to: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ machine and set-up
@@ -189,19 +192,32 @@ def build_contenders(args: argparse.Namespace, state: Dict[str, torch.Tensor], x
         m.load_state_dict(state)
         return m.eval().to(dev, DTYPES[dtype])
 
+    def optimized(name: str, dtype: str) -> Callable[[], Any]:
+        m = sepp_model(name, "float32", "nchw")
+        n, _, h, w = x.shape
+        return torch_runner(sepp.optimize_for_inference(m, dtype=DTYPES[dtype], input_size=[n, 3, h, w]), dtype,
+                            "channels_last")
+
+    plain = model_name[3:] if model_name.startswith("se_") and model_name[3:] in sepp.model_names() else None
     for dtype in args.dtypes:
         low = dtype != "float32"
         for layout in ("nchw", "channels_last"):
             rows.append(Contender("sepp", "sepp", dtype, layout, model=model_name, baseline=True,
                                   setup=lambda d=dtype, l=layout: torch_runner(sepp_model(model_name, d, l), d, l)))
-        rows.append(Contender("sepp-bench (C++)", "sepp-cpp", dtype, "channels_last", model=model_name,
-                              external=True, setup=lambda d=dtype: run_sepp_bench(args, state, x, d, workdir)))
-        if model_name.startswith("se_") and model_name[3:] in sepp.model_names():
-            plain = model_name[3:]
+        rows.append(Contender("sepp optimized", "sepp-optimized", dtype, "channels_last", model=model_name,
+                              baseline=True, setup=lambda d=dtype: optimized(model_name, d)))
+        for opt in (False, True):
+            rows.append(Contender("sepp-bench --optimize (C++)" if opt else "sepp-bench (C++)", "sepp-cpp", dtype,
+                                  "channels_last", model=model_name, external=True,
+                                  setup=lambda d=dtype, o=opt: run_sepp_bench(args, state, x, d, workdir, o)))
+        if plain:
             rows.append(Contender(f"sepp {plain} (SE overhead)", "se-overhead", dtype, "channels_last", model=plain,
-                                  note="no output check: a different network",
+                                  note="no output check: a different network", compare_to="sepp",
                                   setup=lambda d=dtype: torch_runner(sepp_model(plain, d, "channels_last"), d,
                                                                      "channels_last")))
+            rows.append(Contender(f"sepp optimized {plain} (SE overhead)", "se-overhead", dtype, "channels_last",
+                                  model=plain, note="no output check: a different network",
+                                  compare_to="sepp optimized", setup=lambda d=dtype: optimized(plain, d)))
         rows.append(Contender("sepp.reference eager", "reference", dtype, "nchw", model=model_name,
                               setup=lambda d=dtype: torch_runner(reference_model(d), d, "nchw")))
 
@@ -311,20 +327,22 @@ def openvino_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdi
 
 
 def run_sepp_bench(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor, dtype: str,
-                   workdir: Path) -> Any:
+                   workdir: Path, optimize: bool = False) -> Any:
     from safetensors.torch import load_file, save_file
 
     exe = sepp_bench_executable()
     if exe is None:
         raise Skip("the sepp-bench executable is not installed with this sepp (set SEPP_BENCH_EXE)")
     weights, inp = workdir / "weights.safetensors", workdir / "input.safetensors"
-    out, js = workdir / f"output-{dtype}.safetensors", workdir / f"sepp-bench-{dtype}.json"
+    tag = f"{dtype}{'-optimized' if optimize else ''}"
+    out, js = workdir / f"output-{tag}.safetensors", workdir / f"sepp-bench-{tag}.json"
     if not weights.exists():
         save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
         save_file({"input": x.contiguous()}, str(inp))
     cmd = [str(exe), "--model", args.model, "--device", args.device, "--dtype", dtype, "--channels-last",
            "--threads", str(torch.get_num_threads()), "--warmup", str(args.warmup), "--iters", str(args.iters),
-           "--weights", str(weights), "--input", str(inp), "--output", str(out), "--json", str(js)]
+           "--weights", str(weights), "--input", str(inp), "--output", str(out), "--json", str(js),
+           *(["--optimize"] if optimize else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()}")
@@ -370,7 +388,8 @@ def _as_tensor(y: Any) -> torch.Tensor:
 
 
 def measure(c: Contender, args: argparse.Namespace, truth: torch.Tensor) -> Result:
-    r = Result(c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline)
+    r = Result(c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline,
+               compare_to=c.compare_to)
     t0 = time.perf_counter()
     try:
         made = c.setup()
@@ -441,9 +460,10 @@ def se_overhead(results: List[Result]) -> List[str]:
     out = []
     for o in results:
         if o.kind == "se-overhead" and o.median_ms:
-            se = [r for r in results if r.kind == "sepp" and r.dtype == o.dtype and r.layout == o.layout and r.median_ms]
+            se = [r for r in results if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout
+                  and r.median_ms]
             if se:
-                out.append(f"SE overhead ({o.dtype}, {o.layout}): sepp {se[0].model} {se[0].median_ms:.2f} ms vs "
+                out.append(f"SE overhead ({o.compare_to}, {o.dtype}): {se[0].model} {se[0].median_ms:.2f} ms vs "
                            f"{o.model} {o.median_ms:.2f} ms = {100 * (se[0].median_ms / o.median_ms - 1):+.1f}%")
     return out
 
@@ -461,7 +481,8 @@ def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]
         return None
     fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.4))
     labels = [f"{r.name} [{r.dtype}, {r.layout}]" for r in rows]
-    colors = ["tab:red" if r.kind in ("sepp", "sepp-cpp") else "tab:orange" if r.kind == "se-overhead" else
+    colors = ["tab:red" if r.kind in ("sepp", "sepp-optimized", "sepp-cpp") else
+              "tab:orange" if r.kind == "se-overhead" else
               "tab:blue" for r in rows]
     y = list(range(len(rows)))[::-1]
     ax.barh(y, [r.median_ms for r in rows], color=colors)
