@@ -24,7 +24,9 @@ from sepp import train as T
 from conftest import rel_err
 
 TINY = dict(block="basic", layers=(1, 1, 1, 1), num_classes=5, se=True)
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
+# Subprocesses: the same sepp as this process, one thread each, gloo on the loopback interface only.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1",
+       "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
 
 
 def python(*args, **kwargs):
@@ -201,11 +203,11 @@ def test_checkpoints_are_folders_with_a_latest_pointer(tmp_path, tiny):
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in [root / "latest", *root.glob("step-*/*")])
     assert T.resolve_checkpoint(str(tmp_path)) == T.resolve_checkpoint(str(root)) == root / "step-00000003"
     assert torch.load(root / "step-00000003" / "state.pt", weights_only=True)["step"] == 3
-    # a run resumed from step 1 saves step 2 again: it replaces that one, and leaves the later one alone
+    # a run resumed from step 1 saves step 2 again: beside the first, and the later one stays
     T.save_checkpoint(root, 2, tiny, None, {"format": T.CHECKPOINT_FORMAT, "step": 2, "again": True}, keep=2)
-    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000002", "step-00000003"]
-    assert T.resolve_checkpoint(str(root)) == root / "step-00000002"
-    assert torch.load(root / "step-00000002" / "state.pt", weights_only=True)["again"]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000002", "step-00000002.1", "step-00000003"]
+    assert T.resolve_checkpoint(str(root)) == root / "step-00000002.1"
+    assert torch.load(root / "step-00000002.1" / "state.pt", weights_only=True)["again"]
 
 
 class _Evil:

@@ -329,12 +329,18 @@ def _fsync_dir(path: Path) -> None:
 def save_checkpoint(root: Path, step: int, model: nn.Module, ema: Optional[nn.Module], state: Dict[str, Any],
                     keep: int = 0) -> Path:
     """Writes ``root/step-NNNNNNNN/{model.safetensors, ema.safetensors, state.pt}`` as a temporary folder, syncs it,
-    renames it into place and then points ``root/latest`` at it (both renames atomic). Keeps this checkpoint and
-    the ``keep - 1`` before it (0 = all). ``state`` must hold tensors and plain Python values only."""
+    renames it into place and then points ``root/latest`` at it (both renames atomic). An existing checkpoint is
+    never replaced: the same step saved again (a run resumed from an older checkpoint) becomes ``step-NNNNNNNN.1``.
+    Keeps this checkpoint and the ``keep - 1`` before it (0 = all). ``state`` must hold tensors and plain Python
+    values only."""
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # left by a writer that died mid-save; this process is the only writer
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{step:08d}"
+    final, again = root / name, 0
+    while final.exists():
+        again += 1
+        final = root / f"{name}.{again}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
         tmp.chmod(0o777 & ~_umask())
@@ -344,18 +350,14 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, ema: Optional[nn.Mo
         buffer = io.BytesIO()
         torch.save(state, buffer)
         _write_atomic(tmp / "state.pt", buffer.getvalue())
-        final = root / name
-        if final.exists():  # the same step saved before (a resume from an older checkpoint): set it aside first
-            os.rename(final, tmp.with_name(tmp.name + "-old"))
         os.rename(tmp, final)
         _fsync_dir(root)
-        _write_atomic(root / "latest", f"{name}\n".encode())
+        _write_atomic(root / "latest", f"{final.name}\n".encode())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(tmp.with_name(tmp.name + "-old"), ignore_errors=True)
     if keep:  # the newest `keep` up to this one; later ones (a resume from an older checkpoint) are left alone
-        older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < name)
+        older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < final.name)
         for old in older[:max(0, len(older) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
