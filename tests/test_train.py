@@ -1,6 +1,6 @@
-"""Training: the C++-backed models under DistributedDataParallel (gloo, 2 processes), autocast, activation checkpointing,
-an EMA and torch.compile; and ``python -m sepp.train`` end to end (one process and torchrun), exact resumes (also on
-another number of processes), a crash mid-checkpoint, and bad input. CPU only, loopback only."""
+"""Training: the C++-backed models under DistributedDataParallel (gloo, 2 processes), autocast, activation
+checkpointing, an EMA and torch.compile; and ``python -m sepp.train`` end to end (one process and torchrun), exact
+resumes (also on another number of processes), a crash mid-checkpoint, and bad input. CPU only, loopback only."""
 
 from __future__ import annotations
 
@@ -346,7 +346,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(step_dir(run, 4) / "state.pt", weights_only=True)
     assert (state["world_size"], state["global_batch"], state["epoch_samples"], state["step"]) == (1, 8, 32, 4)
-    a, b = load_file(str(step_dir(run, 4) / "model.safetensors")), load_file(str(step_dir(source, 4) / "model.safetensors"))
+    a, b = (load_file(str(step_dir(r, 4) / "model.safetensors")) for r in (run, source))
     params = {name for name, _ in sepp.se_resnet18(num_classes=3).named_parameters()}
     for k in params:
         assert rel_err(a[k], b[k]) <= 1e-6, (k, rel_err(a[k], b[k]))

@@ -503,7 +503,8 @@ def _all_sum(values: List[float], device: torch.device, world: int) -> List[floa
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, config: Config, world: int) -> Dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, config: Config,
+             world: int) -> Dict[str, float]:
     """Loss, top-1 and top-5 accuracy (in %) over the whole validation set (each process evaluates its share)."""
     was_training = model.training
     model.eval()
@@ -648,14 +649,16 @@ def _train(config: Config, rank: int, world: int, device: torch.device) -> Dict[
             loss_sum += loss
             if ema is not None:
                 ema.update()
+            logged = step % config.log_every == 0
+            value = loss.item() if logged or bar is not None else 0.0  # waits for the step to end on a GPU
             images_per_s = global_batch / (time.perf_counter() - t0)
-            if step % config.log_every == 0:
-                mean_loss = _all_sum([loss.item()], device, world)[0] / world
+            if logged:
+                mean_loss = _all_sum([value], device, world)[0] / world
                 if rank == 0:
                     steps_log.write({"step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
                                      "images_per_s": images_per_s})
             if bar is not None:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
                 bar.update()
             if config.save_every and step % config.save_every == 0:
                 save()
