@@ -391,27 +391,35 @@ def break_data(data: Path, tmp: Path) -> Path:
     return copy
 
 
-def corrupt(run: Path, name: str) -> None:
-    path = step_dir(run, 2) / name
-    data = path.read_bytes()
-    path.unlink()  # the run folder is a copy made of hard links: replace the file, do not write into it
-    path.write_bytes(data[: len(data) // 2])
+def corrupted(name: str):
+    """Truncates a file of the run's checkpoint; the data is left as it is."""
+    def make(data: Path, run: Path, tmp: Path) -> Path:
+        path = step_dir(run, 2) / name
+        content = path.read_bytes()
+        path.unlink()  # the run folder is a copy made of hard links: replace the file, do not write into it
+        path.write_bytes(content[: len(content) // 2])
+        return data
+    return make
 
 
-# case -> (changes the inputs: (data, run folder, tmp) -> data folder to use, extra flags, what the error says)
+def unchanged(data: Path, run: Path, tmp: Path) -> Path:
+    return data
+
+
+# case -> (makes the input, given (data, run folder, tmp), and returns --data; extra flags; what the error says).
+# Every case points --output at a copy of a 2-step run, and resumes it unless the case is in NO_RESUME.
 BAD_INPUT = {
     "missing_data_folder": (lambda data, run, tmp: tmp / "nowhere", [], "--data: no folder"),
     "empty_class_folder": (lambda data, run, tmp: break_data(data, tmp), [],
                            "Found no valid file for the classes yellow"),
-    "unknown_model": (lambda data, run, tmp: data, ["--model", "se_resnet9000"],
+    "unknown_model": (unchanged, ["--model", "se_resnet9000"],
                       "--model: unknown model 'se_resnet9000'; expected one of resnet18"),
-    "corrupt_checkpoint_state": (lambda data, run, tmp: (corrupt(run, "state.pt"), data)[1], [],
-                                 "state.pt' is not a readable checkpoint state"),
-    "corrupt_checkpoint_weights": (lambda data, run, tmp: (corrupt(run, "model.safetensors"), data)[1], [],
-                                   "not a valid safetensors file"),
-    "output_holds_another_run": (lambda data, run, tmp: data, ["--no-resume"], "already holds a run"),
-    "sync_bn": (lambda data, run, tmp: data, ["--sync-bn"], "BN statistics stay per process"),
+    "corrupt_checkpoint_state": (corrupted("state.pt"), [], "state.pt' is not a readable checkpoint state"),
+    "corrupt_checkpoint_weights": (corrupted("model.safetensors"), [], "not a valid safetensors file"),
+    "output_holds_another_run": (unchanged, [], "already holds a run"),
+    "sync_bn": (unchanged, ["--sync-bn"], "BN statistics stay per process"),
 }
+NO_RESUME = {"output_holds_another_run"}
 
 
 @pytest.mark.parametrize("case", BAD_INPUT)
@@ -420,8 +428,8 @@ def test_bad_input_is_one_clear_error_and_nothing_is_overwritten(case, runs, toy
     run = shutil.copytree(runs["two_steps"][0], tmp_path / "run", copy_function=os.link)
     data = make(toy_data, run, tmp_path)
     before = snapshot(run)
-    resume = [] if "--no-resume" in extra else ["--resume", str(run)]
-    code = T.main([str(a) for a in cli_args(data, run, *SINGLE, *resume, *(e for e in extra if e != "--no-resume"))])
+    resume = [] if case in NO_RESUME else ["--resume", run]
+    code = T.main([str(a) for a in cli_args(data, run, *SINGLE, *resume, *extra)])
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("sepp.train: error: "), err
