@@ -1,6 +1,8 @@
 #include <sepp/ops.h>
 #include <sepp/se_block.h>
 
+#include <ATen/autocast_mode.h>
+
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
@@ -83,8 +85,11 @@ void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& 
   TORCH_CHECK_VALUE(
       x.device() == like.device(), who, ": expected the input on ", like.device(), " (where the weights are), got ",
       x.device());
+  // Under torch.autocast the activations are in the autocast dtype while the weights stay in float32.
+  const auto dev = x.device().type();
+  const bool autocast = at::autocast::is_autocast_enabled(dev) && x.scalar_type() == at::autocast::get_autocast_dtype(dev);
   TORCH_CHECK_TYPE(
-      x.scalar_type() == like.scalar_type(), who, ": expected a ", like.scalar_type(),
+      x.scalar_type() == like.scalar_type() || autocast, who, ": expected a ", like.scalar_type(),
       " input (the weights' dtype), got ", x.scalar_type());
 }
 }  // namespace detail

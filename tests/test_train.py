@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -89,9 +90,6 @@ def tiny():
     return sepp.ResNet(**TINY, zero_init_last=False)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "sepp's C++ check_input requires the input dtype to equal the weights' dtype, so the second block rejects the "
-    "bf16/fp16 activations that autocast produces; it must accept the autocast dtype when autocast is on"))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_forward_and_backward(tiny, dtype):
     x = torch.randn(4, 3, 32, 32)
@@ -332,6 +330,18 @@ def test_resume_continues_exactly(runs, toy_data, tmp_path):
     for i, s in a["optimizer"]["state"].items():
         assert torch.equal(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
     assert losses(run) == losses(reference)[:4]  # the log continues too, without the steps after the checkpoint
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cli_with_autocast(toy_data, tmp_path, amp):
+    """--amp runs the C++ forward under torch.autocast (fp16 with a gradient scaler); the weights stay float32."""
+    run = tmp_path / amp
+    done = finish(cli(toy_data, run, "--amp", amp, "--max-steps", "4", "--no-progress"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    loss = losses(run)
+    assert len(loss) == 4 and all(math.isfinite(v) for v in loss)
+    weights = load_file(str(step_dir(run, 4) / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for k, t in weights.items() if "running" in k or k.endswith("weight"))
 
 
 def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
