@@ -168,6 +168,7 @@ struct Result {
   int64_t batch;
   double p50, p90, p99, throughput, peak_mb;
   int iters;
+  std::vector<double> samples_ms;
 };
 
 }  // namespace
@@ -261,7 +262,7 @@ int main(int argc, char** argv) {
 #endif
       const double p50 = percentile(ms, 0.5);
       results.push_back({batch, p50, percentile(ms, 0.9), percentile(ms, 0.99), 1000.0 * batch / p50, peak,
-                         static_cast<int>(ms.size())});
+                         static_cast<int>(ms.size()), ms});
     }
 
     std::cout << "sepp-bench  model=" << a.model << "  device=" << a.device << "  dtype=" << a.dtype
@@ -292,7 +293,9 @@ int main(int argc, char** argv) {
           const auto& r = results[i];
           out << (i ? ", " : "") << "{\"batch\": " << r.batch << ", \"iters\": " << r.iters << ", \"p50_ms\": " << r.p50
               << ", \"p90_ms\": " << r.p90 << ", \"p99_ms\": " << r.p99 << ", \"images_per_s\": " << r.throughput
-              << ", \"peak_mib\": " << r.peak_mb << "}";
+              << ", \"peak_mib\": " << r.peak_mb << ", \"samples_ms\": [";
+          for (size_t j = 0; j < r.samples_ms.size(); ++j) out << (j ? ", " : "") << r.samples_ms[j];
+          out << "]}";
         }
         out << "]}\n";
         if (!out) throw std::runtime_error("could not write " + tmp);

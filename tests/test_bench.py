@@ -68,8 +68,9 @@ def test_sepp_bench_json_schema(tmp_path):
                                              "timer": "steady_clock"}
     assert [x["batch"] for x in r["results"]] == [1, 2]
     for x in r["results"]:
-        assert set(x) == {"batch", "iters", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "peak_mib"}
-        assert x["iters"] == 3
+        assert set(x) == {"batch", "iters", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "peak_mib", "samples_ms"}
+        assert x["iters"] == 3 and len(x["samples_ms"]) == 3
+        assert sorted(x["samples_ms"])[1] == pytest.approx(x["p50_ms"], rel=1e-4)
         assert 0 < x["p50_ms"] <= x["p90_ms"] <= x["p99_ms"]
         assert x["images_per_s"] == pytest.approx(1000 * x["batch"] / x["p50_ms"], rel=1e-4)
         assert x["peak_mib"] > 0
@@ -119,6 +120,7 @@ def test_sepp_bench_rejects_a_bad_input_file(tmp_path):
     (["--dtypes", "float32,int8"], "--dtypes: expected a comma list of float32, bfloat16, float16, got float32,int8"),
     (["--contenders", "tensorrt"], "--contenders: expected a comma list of sepp,"),
     (["--skip", "foo"], "--skip: expected a comma list of"),
+    (["--rounds", "0"], "--rounds: expected an integer >= 1, got 0"),
     (["--device", "npu"], "--device: invalid choice: 'npu'"),
 ])
 def test_compare_bad_arguments_exit_2(argv, expect, capsys):
@@ -136,7 +138,8 @@ def test_compare_cuda_without_gpu_exits_2(capsys):
 
 
 RESULT_KEYS = {"name", "kind", "model", "dtype", "layout", "status", "reason", "note", "setup_s", "times_ms",
-               "median_ms", "p90_ms", "images_per_s", "ratio_to_sepp", "max_abs_diff", "rel_diff", "baseline"}
+               "median_ms", "p90_ms", "images_per_s", "ratio_to_sepp", "max_abs_diff", "rel_diff", "baseline",
+               "compare_to"}
 
 
 def _check_report(report: dict, model: str) -> None:
@@ -160,12 +163,14 @@ def _check_report(report: dict, model: str) -> None:
 def test_compare_end_to_end(tmp_path, capsys):
     """Every contender on a small model: the report is complete, every installed contender agrees with sepp, the
     chart is a PNG, and the table is printed."""
-    argv = ["--model", "se_resnet50", "--image-size", "32", "--batch-size", "2", "--iters", "2", "--warmup", "1",
+    argv = ["--model", "se_resnet50", "--image-size", "32", "--batch-size", "2", "--iters", "4", "--rounds", "2",
+            "--warmup", "1",
             "--dtypes", "float32", "--threads", "2", "--output-dir", str(tmp_path)]
     assert sb.main(argv) == 0
     out = capsys.readouterr().out
     assert "| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |" in out
-    assert "SE overhead (float32, channels_last): sepp se_resnet50" in out
+    assert "SE overhead (sepp, float32): se_resnet50" in out
+    assert "SE overhead (sepp optimized, float32): se_resnet50" in out
     [path] = tmp_path.glob("*_cpu_se_resnet50_b2.json") if not torch.cuda.is_available() else \
         tmp_path.glob("*_cuda_se_resnet50_b2.json")
     report = json.loads(path.read_text())
@@ -174,14 +179,15 @@ def test_compare_end_to_end(tmp_path, capsys):
     for r in report["results"]:
         by_kind.setdefault(r["kind"], []).append(r)
     assert set(by_kind) == set(sb.CONTENDER_KINDS)
-    must_run = ["sepp", "sepp-cpp", "se-overhead", "reference", "timm", "compile"]
+    must_run = ["sepp", "sepp-optimized", "sepp-cpp", "se-overhead", "reference", "timm", "compile"]
     if not torch.cuda.is_available():
         must_run += [k for k in ("onnxruntime", "openvino") if importlib.util.find_spec(k)]
     for kind in must_run:
         assert all(r["status"] == "ok" for r in by_kind[kind]), by_kind[kind]
-    # the fastest sepp row is the baseline of its dtype
-    assert min(r["ratio_to_sepp"] for r in by_kind["sepp"]) == pytest.approx(1.0)
-    assert all(len(r["times_ms"]) == 2 for r in by_kind["reference"])
+    # the fastest sepp row (eager or optimized) is the baseline of its dtype
+    assert min(r["ratio_to_sepp"] for r in by_kind["sepp"] + by_kind["sepp-optimized"]) == pytest.approx(1.0)
+    assert all(len(r["times_ms"]) == 4 for r in by_kind["reference"])
+    assert all(len(r["times_ms"]) == 4 for r in by_kind["sepp-cpp"])  # 2 runs of the executable, 2 samples each
     chart = tmp_path / path.name.replace(".json", ".png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

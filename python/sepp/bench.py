@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -340,16 +340,15 @@ def run_sepp_bench(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: 
         save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
         save_file({"input": x.contiguous()}, str(inp))
     cmd = [str(exe), "--model", args.model, "--device", args.device, "--dtype", dtype, "--channels-last",
-           "--threads", str(torch.get_num_threads()), "--warmup", str(args.warmup), "--iters", str(args.iters),
+           "--threads", str(torch.get_num_threads()), "--warmup", str(args.warmup),
+           "--iters", str(max(1, args.iters // args.rounds)),
            "--weights", str(weights), "--input", str(inp), "--output", str(out), "--json", str(js),
            *(["--optimize"] if optimize else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()}")
     report = json.loads(js.read_text())
-    r = report["results"][0]
-    # The executable reports percentiles, not every sample; keep the median and p90 it measured.
-    return {"median_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "iters": r["iters"]}, load_file(str(out))["output"]
+    return report["results"][0]["samples_ms"], load_file(str(out))["output"]
 
 
 # ------------------------------------------------------------------------------------------------------------ timing
@@ -387,43 +386,59 @@ def _as_tensor(y: Any) -> torch.Tensor:
     return torch.from_numpy(np.asarray(y, dtype=np.float64))
 
 
-def measure(c: Contender, args: argparse.Namespace, truth: torch.Tensor) -> Result:
+def prepare(c: Contender, args: argparse.Namespace, truth: torch.Tensor) -> Tuple[Result, Any]:
+    """Sets a contender up and checks its output against sepp's float32 output. Returns its result (status ok,
+    skipped, mismatch or failed) and, when ok, what to time: a runner, or for an external contender a callable that
+    runs it once more and returns its samples."""
     r = Result(c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline,
                compare_to=c.compare_to)
     t0 = time.perf_counter()
     try:
         made = c.setup()
         if c.external:
-            summary, y = made
+            samples, y = made
+            r.times_ms.extend(samples)
+            made = lambda: c.setup()[0]  # noqa: E731 (a later round runs the executable again)
         else:
             y = made()
             _sync(args.device)
     except Skip as e:
         r.status, r.reason = "skipped", str(e)
-        return r
+        return r, None
     except Exception as e:  # a contender that breaks must not take the comparison down with it
         r.status, r.reason = "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
-        return r
+        return r, None
     r.setup_s = round(time.perf_counter() - t0, 3)
     if c.model == args.model:
         y = _as_tensor(y)
         if y.shape != truth.shape:
             r.status, r.reason = "mismatch", f"output shape {tuple(y.shape)}, expected {tuple(truth.shape)}"
-            return r
+            return r, None
         diff = (y - truth).abs().max().item()
         r.max_abs_diff, r.rel_diff = diff, diff / max(truth.abs().max().item(), 1e-30)
         if not r.rel_diff <= TOLERANCE[c.dtype]:
             r.status = "mismatch"
             r.reason = f"output differs from sepp float32 by {r.rel_diff:.3g} relative (tolerance {TOLERANCE[c.dtype]})"
-            return r
-    if c.external:
-        r.median_ms, r.p90_ms = summary["median_ms"], summary["p90_ms"]
-    else:
-        r.times_ms = [round(t, 4) for t in time_runner(made, args.device, args.warmup, args.iters)]
+            return r, None
+    return r, made
+
+
+def measure_rounds(prepared: List[Tuple[Contender, Result, Any]], args: argparse.Namespace) -> None:
+    """Times every ready contender in ``args.rounds`` rounds, each round running every contender in turn (warm-up,
+    then its share of the iterations), so that drift on a shared machine falls on all of them alike."""
+    ready = [(c, r, run) for c, r, run in prepared if run is not None]
+    per_round = [args.iters // args.rounds + (1 if i < args.iters % args.rounds else 0) for i in range(args.rounds)]
+    for i, n in enumerate(per_round):
+        for c, r, run in ready:
+            if c.external:
+                if i > 0:  # its first round ran while it was set up
+                    r.times_ms.extend(run())
+            elif n:
+                r.times_ms.extend(round(t, 4) for t in time_runner(run, args.device, args.warmup, n))
+    for c, r, run in ready:
         r.median_ms = statistics.median(r.times_ms)
         r.p90_ms = _percentile(r.times_ms, 0.9)
-    r.images_per_s = args.batch_size * 1e3 / r.median_ms
-    return r
+        r.images_per_s = args.batch_size * 1e3 / r.median_ms
 
 
 def _percentile(v: Sequence[float], q: float) -> float:
@@ -526,7 +541,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma list of contenders to leave out (e.g. compile)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for every contender (default: torch's)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--iters", type=int, default=30, help="timed iterations per contender, over all rounds")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds over the contenders (each runs iters/rounds per round)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="bench/results", help="where the JSON and the PNG go")
     p.add_argument("--no-chart", action="store_true")
@@ -542,7 +559,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
     for flag, v, lo in (("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32),
-                        ("--warmup", args.warmup, 0), ("--iters", args.iters, 1), ("--threads", args.threads, 0)):
+                        ("--warmup", args.warmup, 0), ("--iters", args.iters, 1), ("--threads", args.threads, 0),
+                        ("--rounds", args.rounds, 1)):
         if v < lo:
             fail(f"{flag}: expected an integer >= {lo}, got {v}")
     args.notes = []
@@ -586,9 +604,14 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
     results: List[Result] = []
     with tempfile.TemporaryDirectory(prefix="sepp-bench-") as tmp:
         contenders = build_contenders(args, state, x, Path(tmp)) + list(extra)
+        prepared = []
         for c in contenders:
-            print(f"  {c.name} [{c.dtype}, {c.layout}] ...", file=sys.stderr, flush=True)
-            results.append(measure(c, args, truth))
+            print(f"  {c.name} [{c.dtype}, {c.layout}]: set-up and output check", file=sys.stderr, flush=True)
+            r, run = prepare(c, args, truth)
+            prepared.append((c, r, run))
+            results.append(r)
+        print(f"  timing: {args.rounds} rounds over the contenders", file=sys.stderr, flush=True)
+        measure_rounds(prepared, args)
     add_ratios(results)
 
     report = {
@@ -599,7 +622,8 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
         "versions": versions(),
         "settings": {"model": args.model, "device": args.device, "batch_size": args.batch_size,
                      "image_size": args.image_size, "dtypes": args.dtypes, "threads": torch.get_num_threads(),
-                     "warmup": args.warmup, "iters": args.iters, "seed": args.seed, "tolerance": TOLERANCE},
+                     "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds, "seed": args.seed,
+                     "tolerance": TOLERANCE},
         "results": [dataclasses.asdict(r) for r in results],
         "se_overhead": se_overhead(results),
         "notes": args.notes,
@@ -624,7 +648,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     m = report["machine"]
     print(f"\n{s['model']}, batch {s['batch_size']}, {s['image_size']}×{s['image_size']}, device {s['device']} "
           f"({m.get('gpu') or m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}), "
-          f"{s['threads']} threads, median of {s['iters']} after {s['warmup']} warm-up\n")
+          f"{s['threads']} threads, median of {s['iters']} runs in {s['rounds']} rounds "
+          f"({s['warmup']} warm-up runs per round)\n")
     print(markdown_table([Result(**r) for r in report["results"]], s["batch_size"]))
     for line in report["se_overhead"] + report["notes"]:
         print("\n" + line)
