@@ -35,15 +35,17 @@ def test_every_factory_float32_matches_eager(name):
     assert rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d", "resnet34"])
-def test_float64_matches_the_reference_exactly(name):
-    """float64 runs the 'aten' path: BN folding and the fused tail checked against the pure-Python reference."""
+def test_float64_matches_the_reference_exactly(name, batch):
+    """float64 runs the 'aten' path: BN folding and the fused tail checked against the pure-Python reference (at
+    batch 1 the bottleneck SE takes its squeeze before conv3 and scales conv3's weights)."""
     m = _pair(name).double()
     ref = reference.create_model(name).double().eval()
     copy_state(m, ref)
     o = sepp.optimize_for_inference(m)
     assert o.backend == "aten" and o.dtype == torch.float64
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    x = torch.randn(batch, 3, 128, 128, dtype=torch.float64)
     with torch.no_grad():
         assert rel_err(o(x), ref(x)) < 1e-10
 

@@ -157,3 +157,29 @@ TEST(Clone, IsDeepAndEqual) {
   c->conv1->weight.add_(1.0);
   EXPECT_FALSE(torch::equal(m->conv1->weight, c->conv1->weight));
 }
+
+TEST(OptimizeForInference, MatchesEagerAndChecksInput) {
+  torch::manual_seed(0);
+  auto m = sepp::se_resnet50();
+  {
+    torch::NoGradGuard ng;
+    for (auto& b : m->named_buffers())
+      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
+    for (auto& p : m->named_parameters())
+      if (p.value().dim() == 1) p.value().uniform_(0.5, 1.0);  // BN scales and all biases: no zero branch
+  }
+  m->eval();
+  const auto o = sepp::optimize_for_inference(m, sepp::InferenceOptions().input_size({1, 3, 96, 96}));
+  for (int64_t batch : {1, 2}) {
+    const auto x = torch::randn({batch, 3, 96, 96});
+    torch::NoGradGuard ng;
+    const auto want = m->forward(x);
+    const auto got = o.forward(x);
+    EXPECT_LT(((got - want).abs().max() / want.abs().max()).item<double>(), 1e-4) << "batch " << batch;
+  }
+  EXPECT_EQ(o.dtype(), torch::kFloat);
+  EXPECT_EQ(o.num_features(), 2048);
+  EXPECT_THROW(o.forward(torch::randn({1, 4, 96, 96})), c10::ValueError);
+  EXPECT_THROW(o.forward(torch::randn({1, 3, 96, 96}, torch::kDouble)), c10::TypeError);
+  EXPECT_THROW(sepp::optimize_for_inference(m, sepp::InferenceOptions().dtype(torch::kHalf)), c10::TypeError);
+}
