@@ -48,7 +48,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import sepp
 
+from .weights import fsync_dir as _fsync_dir
 from .weights import load_tensors, save_tensors
+from .weights import umask as _umask
+from .weights import write_atomic as _write_atomic
 
 __all__ = ["Config", "TrainError", "train", "main", "parse_args", "GlobalBatchSampler", "CheckpointedStages",
            "ModelEma", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "learning_rate"]
@@ -295,37 +298,6 @@ def learning_rate(config: Config, base_lr: float, t: float, t_end: float) -> flo
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes a file as a temporary file beside it, synced, then renamed over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # a plainly created file's permissions, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(root: Path, step: int, model: nn.Module, ema: Optional[nn.Module], state: Dict[str, Any],
                     keep: int = 0) -> Path:
     """Writes ``root/step-NNNNNNNN/{model.safetensors, ema.safetensors, state.pt}`` as a temporary folder, syncs it,

@@ -28,11 +28,32 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: PathLike,
     path = Path(path)
     payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     data = _st_save(payload, metadata={"format": "pt", "writer": "sepp", **(metadata or {})})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    write_atomic(path, data)
+
+
+def umask() -> int:
+    """The process's umask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename in the folder ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # the permissions of a plainly created file, not mkstemp's 0600
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes a file as a temporary file beside it, synced, then renamed over it: a crash midway leaves the old file
+    (or none) in place, never a partial one."""
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())  # the permissions of a plainly created file, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -44,6 +65,7 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: PathLike,
         except FileNotFoundError:
             pass
         raise
+    fsync_dir(folder)
 
 
 def load_tensors(path: PathLike) -> Dict[str, torch.Tensor]:
