@@ -459,7 +459,7 @@ def add_ratios(results: List[Result]) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- reports
 
-def markdown_table(results: List[Result], batch: int) -> str:
+def markdown_table(results: List[Result]) -> str:
     lines = ["| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
@@ -650,7 +650,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"({m.get('gpu') or m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}), "
           f"{s['threads']} threads, median of {s['iters']} runs in {s['rounds']} rounds "
           f"({s['warmup']} warm-up runs per round)\n")
-    print(markdown_table([Result(**r) for r in report["results"]], s["batch_size"]))
+    print(markdown_table([Result(**r) for r in report["results"]]))
     for line in report["se_overhead"] + report["notes"]:
         print("\n" + line)
     print(f"\nraw results: {report['json_path']}" + (f"\nchart: {report['chart_path']}" if report["chart_path"] else ""))
