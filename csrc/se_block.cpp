@@ -3,8 +3,6 @@
 
 #include <ATen/autocast_mode.h>
 
-#include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/linear.h>
 #include <torch/nn/init.h>
 
 #include <c10/util/Exception.h>
@@ -54,9 +52,6 @@ void SEBlockImpl::reset() {
   const int64_t rd = options.reduced_channels();  // validates
   const int64_t c = options.channels();
   squeeze_ = options.squeeze() == "avg" ? Squeeze::Avg : options.squeeze() == "max" ? Squeeze::Max : Squeeze::AvgMax;
-  gate_ = options.gate() == "sigmoid"        ? Gate::Sigmoid
-      : options.gate() == "hard_sigmoid"     ? Gate::HardSigmoid
-                                             : Gate::Tanh;
   fc1 = register_module("fc1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, rd, 1).bias(options.bias())));
   fc2 = register_module("fc2", torch::nn::Conv2d(torch::nn::Conv2dOptions(rd, c, 1).bias(options.bias())));
 }
@@ -95,23 +90,12 @@ void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& 
 }  // namespace detail
 
 torch::Tensor SEBlockImpl::excite(const torch::Tensor& z) {
-  namespace F = torch::nn::functional;
   const int64_t n = z.size(0);
-  // The FCs act on a [N, C] vector: a matrix product with the 1x1 kernels viewed as [out, in].
-  auto h = F::linear(z.reshape({n, -1}), fc1->weight.flatten(1), fc1->bias);
-  h = torch::relu(h);
-  auto s = F::linear(h, fc2->weight.flatten(1), fc2->bias);
-  switch (gate_) {
-    case Gate::Sigmoid:
-      s = torch::sigmoid(s);
-      break;
-    case Gate::HardSigmoid:
-      s = torch::hardsigmoid(s);
-      break;
-    case Gate::Tanh:
-      s = torch::tanh(s);
-      break;
-  }
+  // The FCs act on a [N, C] vector: the 1x1 kernels viewed as [out, in] matrices, FC-ReLU-FC-gate in one operator.
+  auto bias = [](const torch::Tensor& b) { return b.defined() ? std::optional<torch::Tensor>(b) : std::nullopt; };
+  const auto s = ops::se_excite(
+      z.reshape({n, -1}), fc1->weight.flatten(1), bias(fc1->bias), fc2->weight.flatten(1), bias(fc2->bias),
+      options.gate());
   return s.reshape({n, -1, 1, 1});
 }
 
@@ -120,13 +104,13 @@ torch::Tensor SEBlockImpl::gate(const torch::Tensor& x) {
   torch::Tensor z;
   switch (squeeze_) {
     case Squeeze::Avg:
-      z = x.mean({2, 3});
+      z = ops::se_squeeze(x);
       break;
     case Squeeze::Max:
       z = x.amax({2, 3});
       break;
     case Squeeze::AvgMax:
-      z = 0.5 * (x.mean({2, 3}) + x.amax({2, 3}));
+      z = 0.5 * (ops::se_squeeze(x) + x.amax({2, 3}));
       break;
   }
   return excite(z);

@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string_view>
+#include <tuple>
 
 namespace sepp::ops {
 
@@ -19,5 +21,44 @@ SEPP_API at::Tensor se_scale(
     const at::Tensor& scale,
     const std::optional<at::Tensor>& identity = std::nullopt,
     bool relu = false);
+
+/// The SE squeeze, operator `sepp::se_squeeze`: z[n, c] = mean of x[n, c] over H x W, for x [N, C, H, W]
+/// (contiguous or channels_last), accumulated in float32 (float64 for float32/float64 inputs on the CPU, float64
+/// inputs on CUDA). z has `dtype` when given (e.g. float32 for a bfloat16 x), else x's dtype. H x W == 0 gives NaN,
+/// as torch.mean does. CPU and CUDA kernels, differentiable.
+SEPP_API at::Tensor se_squeeze(const at::Tensor& x, std::optional<at::ScalarType> dtype = std::nullopt);
+
+/// The gradient of se_squeeze: dx = grad[n, c] / (H * W) at every pixel, as a tensor of `input_size` and
+/// `input_dtype`, channels_last when asked. Operator `sepp::se_squeeze_backward`.
+SEPP_API at::Tensor se_squeeze_backward(
+    const at::Tensor& grad,
+    at::IntArrayRef input_size,
+    at::ScalarType input_dtype,
+    bool channels_last);
+
+/// The SE excitation, operator `sepp::se_excite`: s = gate(relu(z W1^T + b1) W2^T + b2) for z [N, C], w1 [R, C],
+/// b1 [R], w2 [C, R], b2 [C] (biases optional), all one dtype; gate "sigmoid", "hard_sigmoid" (relu6(a + 3) / 6) or
+/// "tanh". Accumulates in float32 (or float64); s [N, C] in z's dtype. On CUDA, one kernel launch for all N.
+/// Differentiable in z and the weights.
+SEPP_API at::Tensor se_excite(
+    const at::Tensor& z,
+    const at::Tensor& w1,
+    const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2,
+    const std::optional<at::Tensor>& b2,
+    std::string_view gate = "sigmoid");
+
+/// Gradients (dz, dw1, db1, dw2, db2) of se_excite given grad = dL/ds and its output s; db1/db2 are computed even
+/// where the biases are absent. Operator `sepp::se_excite_backward`.
+using SEExciteGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+SEPP_API SEExciteGrads se_excite_backward(
+    const at::Tensor& grad,
+    const at::Tensor& z,
+    const at::Tensor& w1,
+    const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2,
+    const std::optional<at::Tensor>& b2,
+    const at::Tensor& s,
+    std::string_view gate);
 
 }  // namespace sepp::ops

@@ -64,7 +64,6 @@ class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
 
  private:
   enum class Squeeze { Avg, Max, AvgMax } squeeze_ = Squeeze::Avg;
-  enum class Gate { Sigmoid, HardSigmoid, Tanh } gate_ = Gate::Sigmoid;
 };
 
 TORCH_MODULE(SEBlock);
