@@ -7,11 +7,16 @@
 #include <sepp/ops.h>
 #include <sepp/se_block.h>
 
+#include "inference/cuda_graphs.h"
 #include "inference/se_kernels.h"
 
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/cudnn_convolution_add_relu.h>
+#include <ATen/ops/cudnn_convolution_relu.h>
 #include <ATen/ops/mkldnn_reorder_conv2d_weight.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -73,12 +78,16 @@ struct FoldedConv {
   Tensor packed;  // oneDNN's layout (the "onednn" backend), or undefined
   std::vector<int64_t> padding, stride, dilation;
   int64_t groups = 1;
+  bool cudnn_fused = false;  // CUDA: cuDNN's fused conv + bias + ReLU and conv + bias + add + ReLU ("cudnn" backend)
 
   // y = conv(x) + bias, then ReLU when relu.
   Tensor run(const Tensor& x, bool relu) const {
     if (packed.defined()) {
       return onednn_ops().unary->call(x, packed, bias, padding, stride, dilation, groups, relu ? "relu" : "none",
                                       Scalars(), std::nullopt);
+    }
+    if (cudnn_fused && relu) {
+      return at::cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
     }
     auto y = at::convolution(x, weight, bias, stride, padding, dilation, false, {0, 0}, groups);
     return relu ? y.relu_() : y;
@@ -94,9 +103,30 @@ struct FoldedConv {
       return onednn_ops().binary->call(x, other, w, b, padding, stride, dilation, groups, "add", std::nullopt, "relu",
                                        Scalars(), std::nullopt);
     }
+    if (cudnn_fused) {
+      return at::cudnn_convolution_add_relu(x, w, other, 1, b, stride, padding, dilation, groups);
+    }
     return at::convolution(x, w, b, stride, padding, dilation, false, {0, 0}, groups).add_(other).relu_();
   }
 };
+
+// Whether cuDNN's fused convolutions run here for this dtype (they need cuDNN enabled and a cuDNN build that has
+// them): tried once on a tiny input.
+bool cudnn_fused_available(const torch::Device& device, c10::ScalarType dtype) {
+  if (!device.is_cuda() || !at::globalContext().userEnabledCuDNN() || dtype == at::kDouble) return false;
+  try {
+    const auto o = at::TensorOptions().device(device).dtype(dtype);
+    const auto x = at::ones({1, 8, 4, 4}, o).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto w = at::ones({8, 8, 1, 1}, o).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto b = at::zeros({8}, o);
+    const auto y = at::cudnn_convolution_relu(x, w, b, {1, 1}, {0, 0}, {1, 1}, 1);
+    const auto y2 = at::cudnn_convolution_add_relu(x, w, y, 1, b, {1, 1}, {0, 0}, {1, 1}, 1);
+    // conv of ones with ones over 8 channels: 8; then 8 + 8 = 16.
+    return y.min().item<double>() == 8.0 && y2.max().item<double>() == 16.0;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
 
 }  // namespace
 
@@ -122,16 +152,8 @@ struct OptimizedResNet::Impl {
     }
     // The excitation from the squeezed z [N, C] (in the MLP's dtype).
     Tensor excite(const Tensor& z) const {
-      auto s = at::linear(z, w1, b1).relu_();
-      s = at::linear(s, w2, b2);
-      if (gate == "sigmoid") {
-        s.sigmoid_();
-      } else if (gate == "hard_sigmoid") {
-        s = at::hardsigmoid(s);
-      } else {
-        s.tanh_();
-      }
-      return s;
+      auto opt = [](const Tensor& t) { return t.defined() ? std::optional<Tensor>(t) : std::nullopt; };
+      return ops::se_excite(z, w1, opt(b1), w2, opt(b2), gate);  // FC-ReLU-FC-gate: one launch on CUDA
     }
     // t * s, with s from of().
     static Tensor scale(const Tensor& t, const Tensor& s) {
@@ -166,6 +188,13 @@ struct OptimizedResNet::Impl {
       if (!se || pre) return merge(idn);
       switch (strategy) {
         case detail::SEStrategy::Standard: {
+          if (squeeze_before_conv3 && h.is_cuda()) {
+            // CUDA, any batch: the squeeze reads h (a quarter of U's channels) and s is ready before conv3 runs;
+            // the tail is one pass relu(U * s + identity).
+            const Tensor s = se->excite(at::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+            const Tensor u = last.run(h, false);
+            return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
+          }
           // Worth it where scaling and re-laying conv3's weights (~5 |W3| moved) costs less than the passes over U
           // it saves (~4 |U|): stages 1 and 2 of an SE-ResNet-50 at batch 1 (measured: SE overhead 9.7% -> 5.2%).
           const int64_t u_numel = last.weight.size(0) * h.size(2) * h.size(3);
@@ -201,6 +230,17 @@ struct OptimizedResNet::Impl {
   std::vector<Block> blocks;
   Tensor fc_weight, fc_bias;
   Tensor like;  // the stem's dense weight: the device and dtype inputs are checked against
+  bool cudnn_fused = false;
+  std::unique_ptr<inference::GraphCache> graphs;  // CUDA: one graph per input shape (InferenceOptions::cuda_graphs)
+
+  // The forward pass, op by op, on a channels_last input.
+  Tensor eager(const Tensor& x) const {
+    auto h = stem.run(x, true);
+    h = at::max_pool2d(h, *pool.kernel_size(), *pool.stride(), *pool.padding(), *pool.dilation(), pool.ceil_mode());
+    for (const auto& b : blocks) h = b.forward(h);
+    auto f = h.mean({2, 3});
+    return fc_weight.defined() ? at::linear(f, fc_weight, fc_bias) : f;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------------------- build
@@ -233,6 +273,10 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   const auto& ops = onednn_ops();
   impl->onednn = device.is_cpu() && ops.unary.has_value() &&
                  (dtype == at::kFloat || (dtype == at::kBFloat16 && ops.bf16));
+  impl->cudnn_fused = cudnn_fused_available(device, dtype);
+  if (device.is_cuda() && options.cuda_graphs() && inference::cuda_graphs_built()) {
+    impl->graphs = std::make_unique<inference::GraphCache>();
+  }
 
   torch::NoGradGuard no_grad;
   int64_t h = size[2], w = size[3];
@@ -257,6 +301,7 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
     if (o.bias()) bias = bias + conv->bias.detach().to(at::kDouble) * scale;
     f.weight = (wd * scale.reshape({-1, 1, 1, 1})).to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
     f.bias = bias.to(dtype);
+    f.cudnn_fused = impl->cudnn_fused;
     if (impl->onednn) {
       f.packed = at::mkldnn_reorder_conv2d_weight(
           f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation, f.groups,
@@ -351,12 +396,15 @@ Tensor OptimizedResNet::forward(const Tensor& x) const {
   const auto& m = *impl_;
   detail::check_input(x, m.options.in_chans(), m.like, "ResNet");
   torch::NoGradGuard no_grad;
-  auto h = m.stem.run(x.contiguous(at::MemoryFormat::ChannelsLast), true);
-  const auto& p = m.pool;
-  h = at::max_pool2d(h, *p.kernel_size(), *p.stride(), *p.padding(), *p.dilation(), p.ceil_mode());
-  for (const auto& b : m.blocks) h = b.forward(h);
-  auto f = h.mean({2, 3});
-  return m.fc_weight.defined() ? at::linear(f, m.fc_weight, m.fc_bias) : f;
+  const auto xin = x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (m.graphs) {
+    return m.graphs->run(xin, [&m](const Tensor& t) { return m.eager(t); });
+  }
+  return m.eager(xin);
+}
+
+int64_t OptimizedResNet::cuda_graphs_captured() const {
+  return impl_->graphs ? impl_->graphs->captured() : 0;
 }
 
 const ResNetOptions& OptimizedResNet::model_options() const {
@@ -369,7 +417,7 @@ torch::Device OptimizedResNet::device() const {
   return impl_->device;
 }
 std::string OptimizedResNet::backend() const {
-  return impl_->onednn ? "onednn" : "aten";
+  return impl_->onednn ? "onednn" : impl_->cudnn_fused ? "cudnn" : "aten";
 }
 int64_t OptimizedResNet::num_features() const {
   return impl_->num_features;

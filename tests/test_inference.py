@@ -225,13 +225,115 @@ def test_no_heap_growth_over_1000_calls():
     assert after - before < 4096, f"RSS grew by {after - before} KiB over 1000 calls"
 
 
-@cuda
-@pytest.mark.cuda
+def cuda_test(f):
+    return cuda(pytest.mark.cuda(f))
+
+
+@cuda_test
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda(dtype):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cuda(dtype, batch):
     m = _pair("se_resnet50").cuda()
     o = sepp.optimize_for_inference(m, dtype=dtype)
-    assert o.backend == "aten" and o.device.type == "cuda"
-    x = torch.randn(2, 3, 64, 64, device="cuda")
+    assert o.backend == "cudnn" and o.device.type == "cuda"
+    x = torch.randn(batch, 3, 64, 64, device="cuda")
     with torch.inference_mode():
-        assert rel_err(o(x.to(dtype)), m(x)) < (1e-4 if dtype == torch.float32 else 2e-2)
+        got = o(x.to(dtype))
+        assert got.dtype == dtype
+        assert rel_err(got, m(x)) < (1e-4 if dtype == torch.float32 else 2e-2)
+
+
+@cuda_test
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d"])
+def test_cuda_float64_matches_the_reference(name, batch):
+    """float64 on CUDA: the squeeze before conv3, sepp::se_excite and the CUDA graph against the pure-Python
+    reference."""
+    m = _pair(name).double()
+    ref = reference.create_model(name).double().eval()
+    copy_state(m, ref)
+    o = sepp.optimize_for_inference(m.cuda())
+    x = torch.randn(batch, 3, 96, 96, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_err(o(x.cuda()).cpu(), ref(x)) < 1e-10
+    assert o.cuda_graphs_captured == 1
+
+
+@cuda_test
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_cuda_options_match_eager(options):
+    m = _pair("se_resnet50", **options).cuda()
+    o = sepp.optimize_for_inference(m)
+    x = torch.randn(2, options.get("in_chans", 3), 64, 64, device="cuda")
+    with torch.inference_mode():
+        assert rel_err(o(x), m(x)) < 1e-4
+
+
+@cuda_test
+def test_cuda_graphs_capture_once_per_shape_and_return_fresh_outputs():
+    m = _pair("se_resnet50").cuda()
+    o = sepp.optimize_for_inference(m)
+    plain = sepp.optimize_for_inference(m, cuda_graphs=False)
+    x1, x2 = torch.randn(2, 2, 3, 64, 64, device="cuda").unbind(0)
+    with torch.inference_mode():
+        y1 = o(x1)
+        assert o.cuda_graphs_captured == 1
+        y2 = o(x2)
+        assert o.cuda_graphs_captured == 1
+        torch.testing.assert_close(y1, plain(x1), rtol=1e-4, atol=1e-4)  # not overwritten by the second replay
+        torch.testing.assert_close(y2, plain(x2), rtol=1e-4, atol=1e-4)
+        y3 = o(torch.randn(3, 3, 80, 64, device="cuda"))
+        assert y3.shape == (3, 1000) and o.cuda_graphs_captured == 2
+        assert plain.cuda_graphs_captured == 0
+        # A non-default stream, and a channels_last input.
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            y4 = o(x1.contiguous(memory_format=torch.channels_last))
+        s.synchronize()
+        torch.testing.assert_close(y4, y1)
+        assert o.cuda_graphs_captured == 2
+
+
+@cuda_test
+def test_cuda_graphs_from_several_threads():
+    m = _pair("se_resnet50").cuda()
+    o = sepp.optimize_for_inference(m)
+    xs = [torch.randn(2, 3, 64, 64, device="cuda") for _ in range(4)]
+    with torch.inference_mode():
+        want = [m(x) for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        with torch.inference_mode(), torch.cuda.stream(torch.cuda.Stream()):
+            for _ in range(5):
+                got[i] = o(xs[i])
+            torch.cuda.current_stream().synchronize()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        assert rel_err(g, w) < 1e-4
+
+
+@cuda_test
+def test_cuda_eager_training_matches_the_reference():
+    """The eager model on CUDA (sepp::se_squeeze / se_excite / se_scale kernels and their backward) against the
+    reference on the CPU, float64, train mode: outputs and every gradient."""
+    m = _pair("se_resnet50").double()
+    ref = reference.create_model("se_resnet50").double()
+    copy_state(m, ref)
+    m.cuda().train()
+    ref.train()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = m(x.cuda())
+    yr = ref(x)
+    assert rel_err(y.cpu(), yr) < 1e-10
+    g = torch.randn_like(yr)
+    y.backward(g.cuda())
+    yr.backward(g)
+    theirs = dict(ref.named_parameters())
+    for n, p in m.named_parameters():
+        assert rel_err(p.grad.cpu(), theirs[n].grad) < 1e-9, n

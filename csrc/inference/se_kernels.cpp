@@ -109,7 +109,7 @@ bool fast_layout(const at::Tensor& t) {
 }  // namespace
 
 at::Tensor channel_mean(const at::Tensor& u, at::ScalarType acc) {
-  if (!fast_layout(u) || acc != at::kFloat || u.numel() == 0) return u.mean({2, 3}, false, acc);
+  if (!fast_layout(u) || acc != at::kFloat || u.numel() == 0) return ops::se_squeeze(u, acc);
   const int64_t n = u.size(0), c = u.size(1), hw = u.size(2) * u.size(3);
   auto out = at::empty({n, c}, u.options().dtype(at::kFloat));
   if (u.scalar_type() == at::kFloat) {

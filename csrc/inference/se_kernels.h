@@ -1,7 +1,7 @@
 #pragma once
 // The SE block's two passes for optimize_for_inference: the squeeze (channel means of U) and the tail
 // relu(U * s + identity), written into U. CPU kernels for channels_last float32 / bfloat16, compiled for AVX-512,
-// AVX2 and baseline x86-64 and picked at load time; other devices and layouts use ATen / sepp::se_scale.
+// AVX2 and baseline x86-64 and picked at load time; other devices and layouts use sepp::se_squeeze / sepp::se_scale.
 
 #include <ATen/core/Tensor.h>
 

@@ -243,10 +243,12 @@ PYBIND11_MODULE(_C, m) {
       .def("forward", &sepp::OptimizedResNet::forward, py::arg("x"), kNoGil)
       .def_property_readonly("backend", &sepp::OptimizedResNet::backend)
       .def_property_readonly("num_features", &sepp::OptimizedResNet::num_features)
+      .def_property_readonly("cuda_graphs_captured", &sepp::OptimizedResNet::cuda_graphs_captured)
       .def_property_readonly("options", [](const sepp::OptimizedResNet& self) { return options_dict(self.model_options()); });
   m.def(
       "optimize_for_inference",
-      [](const std::shared_ptr<sepp::ResNetImpl>& model, const std::string& dtype, std::vector<int64_t> input_size) {
+      [](const std::shared_ptr<sepp::ResNetImpl>& model, const std::string& dtype, std::vector<int64_t> input_size,
+         bool cuda_graphs) {
         static const std::pair<const char*, c10::ScalarType> kDtypes[] = {
             {"float32", at::kFloat}, {"bfloat16", at::kBFloat16}, {"float16", at::kHalf}, {"float64", at::kDouble}};
         sepp::InferenceOptions o;
@@ -256,10 +258,12 @@ PYBIND11_MODULE(_C, m) {
             dtype.empty() || o.dtype().has_value(),
             "optimize_for_inference: expected dtype float32, bfloat16, float16 or float64, got ", dtype);
         o.input_size(std::move(input_size));
+        o.cuda_graphs(cuda_graphs);
         py::gil_scoped_release no_gil;
         return sepp::optimize_for_inference(sepp::ResNet(model), o);
       },
-      py::arg("model"), py::arg("dtype") = "", py::arg("input_size") = std::vector<int64_t>{});
+      py::arg("model"), py::arg("dtype") = "", py::arg("input_size") = std::vector<int64_t>{},
+      py::arg("cuda_graphs") = true);
 
   m.def("model_names", &sepp::model_names, "Names of the models in the factory table.");
   m.def(

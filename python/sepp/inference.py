@@ -28,9 +28,15 @@ class OptimizedResNet(nn.Module):
 
     @property
     def backend(self) -> str:
-        """``"onednn"`` (prepacked oneDNN convolutions with fused post-ops) or ``"aten"`` (folded weights, ATen
-        convolutions: float64, CUDA, or a CPU without oneDNN's kernels for the dtype)."""
+        """``"onednn"`` (CPU: prepacked oneDNN convolutions with fused post-ops), ``"cudnn"`` (CUDA: cuDNN
+        convolutions with fused bias + ReLU and bias + residual sum + ReLU) or ``"aten"`` (folded weights, ATen
+        convolutions: float64, or a device without the fused kernels for the dtype)."""
         return self._impl.backend
+
+    @property
+    def cuda_graphs_captured(self) -> int:
+        """How many CUDA graphs (one per input shape and dtype) have been captured so far."""
+        return self._impl.cuda_graphs_captured
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -76,7 +82,7 @@ class OptimizedResNet(nn.Module):
 
 
 def optimize_for_inference(model: ResNet, dtype: Optional[torch.dtype] = None,
-                           input_size: Optional[Sequence[int]] = None) -> OptimizedResNet:
+                           input_size: Optional[Sequence[int]] = None, cuda_graphs: bool = True) -> OptimizedResNet:
     """An inference-only twin of ``model`` (a :class:`sepp.ResNet`, e.g. ``sepp.se_resnet50()``) on the model's
     device: every BatchNorm folded into its convolution, channels_last activations, and on the CPU oneDNN
     convolutions with weights prepacked once and ReLU / residual sum + ReLU fused in; each SE block's scale, residual
@@ -87,8 +93,11 @@ def optimize_for_inference(model: ResNet, dtype: Optional[torch.dtype] = None,
     float64 anywhere; default: the model's dtype. ``input_size``: the input shape [N, C, H, W] oneDNN picks its
     weight layouts for (default [1, C, 224, 224]); other shapes run too.
 
-    On CUDA this folds the BatchNorms and runs cuDNN convolutions in channels_last with the fused SE tail; the
-    CUDA-specific kernels and CUDA graphs are not part of it yet.
+    On CUDA: cuDNN convolutions with bias + ReLU (and bias + residual sum + ReLU) fused, channels_last, each
+    bottleneck SE's squeeze taken before conv3 (exact in eval mode: mean(conv3(h)) = conv3(mean(h))), the excitation
+    in one kernel (``sepp::se_excite``) and the tail relu(U * s + identity) in one pass; with ``cuda_graphs`` (the
+    default) the whole forward is captured as a CUDA graph the first time an input shape is seen and replayed after
+    (each call copies its input in and returns a fresh output tensor).
     """
     if not isinstance(model, ResNet):
         raise TypeError(f"optimize_for_inference: expected a sepp.ResNet (e.g. sepp.se_resnet50()), "
@@ -98,5 +107,5 @@ def optimize_for_inference(model: ResNet, dtype: Optional[torch.dtype] = None,
                         f"torch.float64, got {dtype}")
     weight = model.conv1.weight
     impl = _C.optimize_for_inference(model._cpp, _DTYPES[dtype] if dtype is not None else "",
-                                     list(input_size) if input_size is not None else [])
+                                     list(input_size) if input_size is not None else [], bool(cuda_graphs))
     return OptimizedResNet(impl, dtype if dtype is not None else weight.dtype, weight.device)

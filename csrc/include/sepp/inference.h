@@ -22,12 +22,18 @@ struct SEPP_API InferenceOptions {
   /// The input shape [N, C, H, W] oneDNN chooses its weight layouts for (any other shape still runs, perhaps a
   /// little slower). Empty: [1, in_chans, 224, 224].
   TORCH_ARG(std::vector<int64_t>, input_size) = {};
+  /// CUDA: capture the whole forward in a CUDA graph per input shape (and dtype) the first time the shape is seen,
+  /// and replay it on later calls (a new shape is captured in turn). Each call copies its input into the graph's
+  /// input and returns a copy of the graph's output. No effect on the CPU.
+  TORCH_ARG(bool, cuda_graphs) = true;
 };
 
 /// An inference-only SE-ResNet made from a ResNet by optimize_for_inference: every BatchNorm folded into its
 /// convolution's weights and bias; channels_last activations from stem to head; on the CPU, oneDNN convolutions with
 /// weights prepacked once and ReLU / residual-sum + ReLU fused into them; each standard SE block's scale, residual
-/// sum and ReLU in one pass (sepp::se_scale). It computes the same function as the model in eval mode. It holds its
+/// sum and ReLU in one pass (sepp::se_scale); on CUDA, cuDNN's fused convolutions, the bottleneck SE's squeeze taken
+/// before conv3 (exact in eval mode), the excitation in one kernel, and the whole forward replayed as a CUDA graph
+/// per input shape. It computes the same function as the model in eval mode. It holds its
 /// own copy of the weights (later changes to the model do not reach it), is immutable, and forward may be called
 /// from several threads at once. No autograd.
 class SEPP_API OptimizedResNet {
@@ -41,8 +47,11 @@ class SEPP_API OptimizedResNet {
   const ResNetOptions& model_options() const;
   c10::ScalarType dtype() const;
   torch::Device device() const;
-  /// "onednn" (prepacked oneDNN convolutions with fused post-ops) or "aten" (folded weights, ATen convolutions).
+  /// "onednn" (CPU: prepacked oneDNN convolutions with fused post-ops), "cudnn" (CUDA: cuDNN convolutions with fused
+  /// bias + ReLU and bias + residual sum + ReLU) or "aten" (folded weights, ATen convolutions).
   std::string backend() const;
+  /// How many CUDA graphs (input shapes) have been captured so far; 0 on the CPU or with cuda_graphs off.
+  int64_t cuda_graphs_captured() const;
   int64_t num_features() const;
 
   struct Impl;
