@@ -236,3 +236,209 @@ def test_compare_runs_as_a_module(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.png"))) == 1
     p = subprocess.run([sys.executable, "-m", "sepp.bench", "--model", "nope"], capture_output=True, text=True)
     assert p.returncode == 2 and "--model: unknown model 'nope'" in p.stderr
+
+
+# ------------------------------------------------------------------------------------------- training steps
+
+def test_compare_train_steps_end_to_end(tmp_path, capsys):
+    """--train: sepp's and timm's training steps on a small input; each one's loss of one step agrees with sepp's
+    float32 loss, and the timm row's ratio is to sepp's train row, the inference row's to sepp's inference row.
+    (64×64, not 32×32: at 32×32 the last stage's train-mode BN normalises over 2 values per channel, which magnifies
+    float32 rounding to ~1% of the loss.)"""
+    argv = ["--model", "se_resnet50", "--image-size", "64", "--batch-size", "2", "--iters", "1", "--rounds", "1",
+            "--warmup", "0", "--dtypes", "float32", "--threads", "2", "--train",
+            "--contenders", "sepp,train-sepp,train-timm", "--skip", "sepp", "--output-dir", str(tmp_path),
+            "--no-chart"]
+    assert sb.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| train step sepp | float32 | channels_last |" in out
+    [path] = tmp_path.glob("*_se_resnet50_b2.json")
+    report = json.loads(path.read_text())
+    _check_report(report, "se_resnet50")
+    assert report["settings"]["train"] is True and report["train"]["sepp_float32_loss"] > 0
+    rows = {(r["kind"], r["dtype"]): r for r in report["results"]}
+    assert set(rows) == {("train-sepp", "float32"), ("train-timm", "float32")}
+    for dtype in ("float32",):
+        mine = rows[("train-sepp", dtype)]
+        assert mine["status"] == "ok" and mine["ratio_to_sepp"] == pytest.approx(1.0), mine
+        assert mine["images_per_s"] == pytest.approx(2e3 / mine["median_ms"]) and len(mine["times_ms"]) == 1
+        assert "loss" in mine["note"]
+        theirs = rows[("train-timm", dtype)]
+        if importlib.util.find_spec("timm") is None:
+            assert theirs["status"] == "skipped"
+            continue
+        assert theirs["status"] == "ok", theirs
+        assert theirs["rel_diff"] <= sb.TOLERANCE[dtype]
+        assert theirs["ratio_to_sepp"] == pytest.approx(theirs["median_ms"] / mine["median_ms"])
+
+
+def test_train_ratios_are_to_the_sepp_train_step():
+    rows = [sb.Result("sepp", "sepp", "m", "float32", "nchw", "ok", median_ms=1.0, baseline=True),
+            sb.Result("timm", "timm", "m", "float32", "nchw", "ok", median_ms=3.0),
+            sb.Result("train sepp", "train-sepp", "m", "float32", "channels_last", "ok", median_ms=10.0, baseline=True),
+            sb.Result("train timm", "train-timm", "m", "float32", "channels_last", "ok", median_ms=12.0),
+            sb.Result("train sepp", "train-sepp", "m", "bfloat16", "channels_last", "ok", median_ms=5.0, baseline=True),
+            sb.Result("train timm", "train-timm", "m", "bfloat16", "channels_last", "ok", median_ms=4.0)]
+    sb.add_ratios(rows)
+    assert [r.ratio_to_sepp for r in rows] == pytest.approx([1.0, 3.0, 1.0, 1.2, 1.0, 0.8])
+
+
+def test_compare_train_flags_a_wrong_loss_and_survives_a_broken_step(tmp_path):
+    """Also the autocast step (bf16, emulated where the CPU lacks it): its loss agrees with float32's."""
+    args = sb.parse_args(["--model", "se_resnet18", "--image-size", "64", "--batch-size", "2", "--iters", "1",
+                          "--rounds", "1", "--warmup", "0", "--dtypes", "float32,bfloat16", "--train", "--contenders",
+                          "train-sepp", "--output-dir", str(tmp_path), "--no-chart"])
+    steps = []
+
+    def wrong():
+        def step():
+            steps.append(1)
+            return torch.tensor(1.0)
+        return step, 123.0  # a loss that no step from the shared weights gives
+
+    def broken():
+        raise RuntimeError("backward exploded\nmore")
+
+    extra = [sb.Contender("wrong loss", "train-sepp", "float32", "channels_last", wrong, model="se_resnet18"),
+             sb.Contender("broken step", "train-timm", "float32", "channels_last", broken, model="se_resnet18")]
+    report = sb.run(args, [], extra)
+    _check_report(report, "se_resnet18")
+    r = {x["name"]: x for x in report["results"]}
+    assert r["train step sepp"]["status"] == "ok" and r["train step sepp (autocast)"]["status"] == "ok"
+    assert r["train step sepp (autocast)"]["dtype"] == "bfloat16" and r["train step sepp (autocast)"]["rel_diff"] > 0
+    assert r["wrong loss"]["status"] == "mismatch" and "loss of one step 123" in r["wrong loss"]["reason"]
+    assert steps == []  # checked, never timed
+    assert r["broken step"]["status"] == "failed" and r["broken step"]["reason"] == "RuntimeError: backward exploded"
+
+
+def test_compare_train_kinds_need_train(capsys):
+    with pytest.raises(SystemExit) as e:
+        sb.parse_args(["--contenders", "sepp,train-timm"])
+    assert e.value.code == 2 and "--contenders: train-timm run only with --train" in capsys.readouterr().err
+    assert sb.parse_args(["--train", "--contenders", "train-sepp"]).contenders == ["train-sepp"]
+    assert set(sb.parse_args([]).contenders) == set(sb.ALL_KINDS)
+
+
+# ------------------------------------------------------------------------------------------------ SE kernels
+
+def test_se_kernel_costs_by_hand():
+    """Bytes and FLOPs of the three operators at se_resnet50's first SE block, batch 2, bf16 (2 bytes an element):
+    x [2, 256, 56, 56], rd = 256 / 16 = 16, FC biases."""
+    costs = sb.se_kernel_costs("se_resnet50", batch_size=2, dtype="bfloat16")
+    first = {k.op: k for k in costs if k.block == "layer1.0.se"}
+    nchw, nc = 2 * 256 * 56 * 56, 2 * 256  # 1,605,632 and 512
+    assert first["se_squeeze"].shape == [2, 256, 56, 56] and first["se_squeeze"].rd == 16
+    assert (first["se_squeeze"].bytes, first["se_squeeze"].flops) == (2 * (nchw + nc), nchw) == (3212288, 1605632)
+    # z [2, 256] + w1 [16, 256] + b1 [16] + w2 [256, 16] + b2 [256] + out [2, 256]
+    assert (first["se_excite"].bytes, first["se_excite"].flops) == (2 * (512 + 4096 + 16 + 4096 + 256 + 512),
+                                                                    4 * 2 * 256 * 16) == (18976, 32768)
+    # x + identity + out, and s [2, 256]
+    assert (first["se_scale"].bytes, first["se_scale"].flops) == (2 * (3 * nchw + nc), 3 * nchw) == (9634816, 4816896)
+    assert sb.kernel_costs(sb.SEShape("b", [2, 256, 56, 56], 16, False), "float32")[1].bytes == \
+        4 * (512 + 4096 + 4096 + 512)  # no biases, 4 bytes an element
+
+
+def test_se_blocks_follow_the_model():
+    """se_resnet50 at 224×224: 16 SE blocks (3, 4, 6, 3) on the four stage shapes, bottlenecks C / 16."""
+    blocks = sb.se_blocks("se_resnet50", image_size=224, batch_size=8)
+    assert [b.block for b in blocks][:4] == ["layer1.0.se", "layer1.1.se", "layer1.2.se", "layer2.0.se"]
+    shapes = {}
+    for b in blocks:
+        shapes.setdefault(tuple(b.shape), []).append(b.rd)
+    assert shapes == {(8, 256, 56, 56): [16] * 3, (8, 512, 28, 28): [32] * 4, (8, 1024, 14, 14): [64] * 6,
+                      (8, 2048, 7, 7): [128] * 3}
+    assert len(sb.se_kernel_costs("se_resnet50", 8, "float32")) == 3 * 16
+    assert sb.se_blocks("resnet50") == []
+    assert [b.rd for b in sb.se_blocks("se_resnet18", rd_divisor=8)][:2] == [8, 8]  # timm's widths: 64/16 -> 8
+
+
+def test_forward_flops_known_values():
+    """Known counts (multiply-adds of convolutions and linear layers, per image at 224×224): torchvision lists
+    ResNet-50 (stride on the 3×3, as timm and sepp) at 4.09 GMAC; SE adds ~2.5 M; the SENet paper (Table 2) gives
+    3.86 / 3.87 GMAC for ResNet-50 / SE-ResNet-50 with the stride on the first 1×1 (original Caffe)."""
+    se50 = sb.forward_cost("se_resnet50")
+    assert se50.macs == pytest.approx(4.1e9, rel=0.03) and se50.flops == 2 * se50.macs
+    assert se50.se_blocks == 16
+    assert sb.forward_cost("resnet50").macs == pytest.approx(4.09e9, rel=0.01)
+    assert 2e6 < se50.macs - sb.forward_cost("resnet50").macs < 3e6
+    assert sb.forward_cost("se_resnet50", stride_in_1x1=True).macs == pytest.approx(3.87e9, rel=0.01)
+    assert sb.forward_cost("se_resnet50", image_size=448).macs == pytest.approx(4 * se50.macs, rel=0.01)
+
+
+_STANDIN_OPS = {  # plain-torch stand-ins for operators a build of the extension may not have yet
+    "se_squeeze": lambda x, dtype=None: x.mean((2, 3), dtype=dtype),
+    "se_excite": lambda z, w1, b1, w2, b2, gate="sigmoid": torch.sigmoid(
+        torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(z, w1, b1)), w2, b2)),
+    "se_scale": lambda x, s, identity=None, relu=False: torch.relu(x * s[:, :, None, None] + identity),
+}
+
+
+def _kernel_argv(tmp_path, *more):
+    # "--contenders sepp --skip sepp": no comparison rows, only the kernels
+    return ["--model", "se_resnet50", "--image-size", "64", "--batch-size", "2", "--iters", "2", "--rounds", "2",
+            "--warmup", "0", "--dtypes", "float32", "--threads", "2", "--contenders", "sepp", "--skip", "sepp",
+            "--kernels", "--output-dir", str(tmp_path), "--no-chart", *more]
+
+
+def _check_kernels(k: dict, batch: int, image: int) -> None:
+    assert k["bandwidth"]["gb_per_s"] > 0 and k["bandwidth"]["moved_bytes"] == 2 * k["bandwidth"]["bytes"]
+    assert k["forward"]["model"] == "se_resnet50" and k["forward"]["flops"] == 2 * k["forward"]["macs"] > 0
+    s = image // 4
+    assert {tuple(r["shape"]) for r in k["results"]} == {(batch, 256, s, s), (batch, 512, s // 2, s // 2),
+                                                        (batch, 1024, s // 4, s // 4), (batch, 2048, s // 8, s // 8)}
+    assert sorted(len(r["blocks"]) for r in k["results"] if r["op"] == "se_scale") == [3, 3, 4, 6]
+    for r in k["results"]:
+        assert r["bytes"] > 0 and r["flops"] > 0 and r["layout"] == "channels_last"
+        if r["status"] == "ok":
+            assert r["median_ms"] > 0 and r["gb_per_s"] > 0 and r["floor_ms"] > 0 and r["reps"] >= 1
+            assert r["gb_per_s"] == pytest.approx(r["bytes"] / r["median_ms"] / 1e6)
+            assert r["fraction_of_copy"] == pytest.approx(r["gb_per_s"] / k["bandwidth"]["gb_per_s"])
+            assert r["rel_diff"] <= sb.TOLERANCE[r["dtype"]]
+        else:
+            assert r["reason"] and r["median_ms"] is None
+
+
+def test_compare_kernels(tmp_path, capsys):
+    """--kernels: the "kernels" section, with se_scale timed at the four stage shapes; se_squeeze and se_excite
+    timed where this build registers them, skipped cleanly where it does not."""
+    assert sb.main(_kernel_argv(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "| op | shape | dtype | blocks | MB | MFLOP | median µs | GB/s | of copy | floor µs | status |" in out
+    assert "GB/s (read + write)" in out and "GFLOP per image" in out
+    [path] = tmp_path.glob("*_se_resnet50_b2.json")
+    report = json.loads(path.read_text())
+    assert report["schema"] == sb.SCHEMA and report["results"] == [] and report["settings"]["kernels"] is True
+    k = report["kernels"]
+    _check_kernels(k, batch=2, image=64)
+    for op in sb.KERNEL_OPS:
+        rows = [r for r in k["results"] if r["op"] == op]
+        assert len(rows) == 4
+        if op == "se_scale" or sb.sepp_op(op) is not None:
+            assert all(r["status"] == "ok" for r in rows), rows
+        else:
+            assert all(r["status"] == "skipped" and f"no {op}" in r["reason"] for r in rows)
+    assert [f["ops"] for f in k["per_forward"]] == [[op for op in sb.KERNEL_OPS if sb.sepp_op(op) is not None]]
+
+
+def test_compare_kernels_checks_each_operator(tmp_path, monkeypatch):
+    """Every operator path (with plain-torch stand-ins for those this build lacks) is timed; a wrong operator is a
+    mismatch and a broken one a failure, neither timed."""
+    real = sb.sepp_op
+    monkeypatch.setattr(sb, "sepp_op", lambda name: real(name) or _STANDIN_OPS[name])
+    report = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])
+    _check_kernels(report["kernels"], batch=2, image=64)
+    assert all(r["status"] == "ok" for r in report["kernels"]["results"])
+    assert report["kernels"]["per_forward"][0]["ops"] == list(sb.KERNEL_OPS)
+
+    def broken(*a):
+        raise RuntimeError("no kernel for this\nmore")
+    swap = {"se_squeeze": lambda x, dtype=None: x.sum((2, 3)), "se_excite": broken}
+    monkeypatch.setattr(sb, "sepp_op", lambda name: swap.get(name) or real(name) or _STANDIN_OPS[name])
+    k = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])["kernels"]
+    _check_kernels(k, batch=2, image=64)
+    by_op = {}
+    for r in k["results"]:
+        by_op.setdefault(r["op"], set()).add((r["status"], r["reason"].split(" by ")[0]))
+    assert by_op == {"se_squeeze": {("mismatch", "output differs from plain torch")},
+                     "se_excite": {("failed", "RuntimeError: no kernel for this")},
+                     "se_scale": {("ok", "")}}
