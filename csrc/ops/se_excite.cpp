@@ -91,10 +91,9 @@ SEExciteGrads se_excite_backward_impl(
       z.sym_sizes(), " (z's), got ", grad.sym_sizes(), " and ", s.sym_sizes());
   // Half-precision inputs are differentiated in float32; the gradients come back in the inputs' dtype.
   const auto dt = z.scalar_type();
-  const auto acc = (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
+  const auto acc = detail::excite_compute_dtype(dt);
   const auto zf = z.to(acc), w1f = w1.to(acc), w2f = w2.to(acc);
-  const std::optional<at::Tensor> b1f = b1 && b1->defined() ? std::optional<at::Tensor>(b1->to(acc)) : std::nullopt;
-  const std::optional<at::Tensor> b2f = b2 && b2->defined() ? std::optional<at::Tensor>(b2->to(acc)) : std::nullopt;
+  const auto b1f = detail::optional_to(b1, acc), b2f = detail::optional_to(b2, acc);
   const auto h = at::linear(zf, w1f, b1f).relu_();
   const auto g = grad.to(acc), sf = s.to(acc);
   at::Tensor ga;

@@ -44,6 +44,16 @@ C10_HOST_DEVICE inline T apply_gate(T v, Gate g) {
   return v;
 }
 
+/// The dtype the CPU kernel and the backward compute in: float32 for half-precision inputs, else the input's.
+inline at::ScalarType excite_compute_dtype(at::ScalarType dt) {
+  return (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
+}
+
+/// An optional bias in `dt` (absent stays absent).
+inline std::optional<at::Tensor> optional_to(const std::optional<at::Tensor>& t, at::ScalarType dt) {
+  return t && t->defined() ? std::optional<at::Tensor>(t->to(dt)) : std::nullopt;
+}
+
 /// Shapes, dtypes and devices of se_excite(z, w1, b1, w2, b2): z [N, C], w1 [R, C], b1 [R], w2 [C, R], b2 [C], all of
 /// z's floating dtype and on z's device. Returns R.
 inline int64_t check_se_excite(

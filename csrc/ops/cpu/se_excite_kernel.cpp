@@ -21,11 +21,9 @@ at::Tensor se_excite_cpu(
   detail::check_se_excite(z, w1, b1, w2, b2);
   const auto g = detail::parse_gate(gate, "sepp::se_excite");
   const auto dt = z.scalar_type();
-  const auto acc = (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
-  auto cast = [&](const std::optional<at::Tensor>& t) {
-    return t && t->defined() ? std::optional<at::Tensor>(t->to(acc)) : std::nullopt;
-  };
-  auto a = at::linear(at::linear(z.to(acc), w1.to(acc), cast(b1)).relu_(), w2.to(acc), cast(b2));
+  const auto acc = detail::excite_compute_dtype(dt);
+  auto a = at::linear(at::linear(z.to(acc), w1.to(acc), detail::optional_to(b1, acc)).relu_(), w2.to(acc),
+                      detail::optional_to(b2, acc));
   switch (g) {
     case detail::Gate::Sigmoid:
       a.sigmoid_();
