@@ -8,7 +8,6 @@ writes a temporary file beside the target and renames it into place, so a crash 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
@@ -16,6 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
+
+from .files import write_atomic
 
 __all__ = ["save_weights", "load_weights", "save_tensors", "load_tensors"]
 
@@ -29,43 +30,6 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: PathLike,
     payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     data = _st_save(payload, metadata={"format": "pt", "writer": "sepp", **(metadata or {})})
     write_atomic(path, data)
-
-
-def umask() -> int:
-    """The process's umask (read without changing it for good)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a rename in the folder ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes a file as a temporary file beside it, synced, then renamed over it: a crash midway leaves the old file
-    (or none) in place, never a partial one."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~umask())  # the permissions of a plainly created file, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(folder)
 
 
 def load_tensors(path: PathLike) -> Dict[str, torch.Tensor]:
