@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 import sepp
 from sepp import train as T
-from conftest import rel_err
+from helpers import rel_err
 
 TINY = dict(block="basic", layers=(1, 1, 1, 1), num_classes=5, se=True)
 # Subprocesses: the same sepp as this process, one thread each, gloo on the loopback interface only.
@@ -290,7 +290,8 @@ def check_one_epoch(run: Path, done, world: int):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == world and summary["global_batch"] == 8 and summary["step"] == 12
-    assert summary["epoch"] == 1 and 0 <= summary["val_top1"] <= 100 and summary["val_top5"] == 100  # 3 classes
+    assert summary["epoch"] == 1 and summary["val_top5"] == 100  # 3 classes
+    assert summary["val_top1"] >= 75, summary  # it tells the colours apart (chance: 33%; one epoch gives 79-100%)
     with (run / "epochs.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 1
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000012"
@@ -333,15 +334,21 @@ def test_resume_continues_exactly(runs, toy_data, tmp_path):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_cli_with_autocast(toy_data, tmp_path, amp):
-    """--amp runs the C++ forward under torch.autocast (fp16 with a gradient scaler); the weights stay float32."""
+def test_cli_with_autocast(runs, toy_data, tmp_path, amp):
+    """--amp runs the C++ forward under torch.autocast (fp16 with a gradient scaler); the weights stay float32. The
+    run has the flags and seed of the float32 run "epoch", so its first step is the same weights on the same images:
+    its loss differs from that run's by the rounding of the autocast dtype alone."""
+    reference, _ = runs["epoch"]
     run = tmp_path / amp
-    done = finish(cli(toy_data, run, "--amp", amp, "--max-steps", "4", "--no-progress"))
+    done = finish(cli(toy_data, run, *SINGLE, "--amp", amp, "--max-steps", "4", "--no-progress"))
     assert done.returncode == 0, done.stderr[-3000:]
-    loss = losses(run)
+    loss, float32 = losses(run), losses(reference)[:4]
     assert len(loss) == 4 and all(math.isfinite(v) for v in loss)
+    assert loss[0] != float32[0] and abs(loss[0] - float32[0]) <= 0.01 * float32[0], (loss, float32)
     weights = load_file(str(step_dir(run, 4) / "model.safetensors"))
     assert all(t.dtype == torch.float32 for k, t in weights.items() if "running" in k or k.endswith("weight"))
+    scaler = torch.load(step_dir(run, 4) / "state.pt", weights_only=True)["scaler"]
+    assert bool(scaler) == (amp == "fp16")  # a disabled GradScaler's state is empty
 
 
 def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
