@@ -1,5 +1,9 @@
 #include <sepp/build_info.h>
 
+#if defined(SEPP_WITH_CUDA)
+#include "build_info_cuda.h"
+#endif
+
 #ifndef SEPP_VERSION
 #define SEPP_VERSION "unknown"
 #endif
@@ -8,12 +12,6 @@
 #endif
 
 namespace sepp {
-
-#if defined(SEPP_WITH_CUDA)
-namespace detail {
-std::string cuda_compiler_version();  // in ops/cuda/se_scale_kernel.cu
-}
-#endif
 
 BuildInfo build_info() {
   BuildInfo info;

@@ -38,8 +38,7 @@ at::Tensor se_excite(
     std::string_view gate) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("sepp::se_excite", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                                         const at::Tensor&, const std::optional<at::Tensor>&, std::string_view)>();
+                       .typed<decltype(se_excite)>();
   return op.call(z, w1, b1, w2, b2, gate);
 }
 
@@ -55,8 +54,7 @@ SEExciteGrads se_excite_backward(
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("sepp::se_excite_backward", "")
-          .typed<SEExciteGrads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                               const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, std::string_view)>();
+                       .typed<decltype(se_excite_backward)>();
   return op.call(grad, z, w1, b1, w2, b2, s, gate);
 }
 

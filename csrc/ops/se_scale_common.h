@@ -2,6 +2,8 @@
 
 // What every se_scale kernel checks before it touches memory, and the layout it works in.
 
+#include "ops/common.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
@@ -10,7 +12,12 @@
 
 namespace sepp::ops::detail {
 
-inline void check_se_scale(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity) {
+/// opmath_scale_ok: se_scale_ also takes a float32 scale for a float16 / bfloat16 x (the excitation as computed).
+inline void check_se_scale(
+    const at::Tensor& x,
+    const at::Tensor& scale,
+    const std::optional<at::Tensor>& identity,
+    bool opmath_scale_ok = false) {
   TORCH_CHECK_VALUE(x.dim() == 4, "sepp::se_scale: expected x of shape [N, C, H, W], got ", x.dim(), "-D ", x.sym_sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "sepp::se_scale: expected a floating-point x, got ", x.scalar_type());
   const auto n = x.sym_size(0);
@@ -21,9 +28,11 @@ inline void check_se_scale(const at::Tensor& x, const at::Tensor& scale, const s
   TORCH_CHECK_VALUE(
       scale_ok, "sepp::se_scale: expected scale of shape [", n, ", ", c, "] or [", n, ", ", c, ", 1, 1] for x of shape ",
       x.sym_sizes(), ", got ", scale.sym_sizes());
+  const bool opmath_scale = opmath_scale_ok && scale.scalar_type() == at::kFloat &&
+                            (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16);
   TORCH_CHECK_TYPE(
-      scale.scalar_type() == x.scalar_type(), "sepp::se_scale: expected scale of dtype ", x.scalar_type(), " (x's), got ",
-      scale.scalar_type());
+      scale.scalar_type() == x.scalar_type() || opmath_scale, "sepp::se_scale: expected scale of dtype ",
+      x.scalar_type(), " (x's)", opmath_scale_ok ? " or Float" : "", ", got ", scale.scalar_type());
   TORCH_CHECK_VALUE(
       scale.device() == x.device(), "sepp::se_scale: expected scale on ", x.device(), " (x's device), got ",
       scale.device());
@@ -38,15 +47,6 @@ inline void check_se_scale(const at::Tensor& x, const at::Tensor& scale, const s
         identity->device() == x.device(), "sepp::se_scale: expected identity on ", x.device(), " (x's device), got ",
         identity->device());
   }
-}
-
-/// The layout the kernels work in (and the output has): channels_last when x is channels_last and not also plainly
-/// contiguous (ambiguous shapes such as C == 1 or H == W == 1 count as contiguous), else contiguous.
-inline at::MemoryFormat se_scale_layout(const at::Tensor& x) {
-  if (!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    return at::MemoryFormat::ChannelsLast;
-  }
-  return at::MemoryFormat::Contiguous;
 }
 
 /// The operands as every kernel reads them: x and identity dense in one layout, scale dense [N, C], out allocated.
@@ -65,7 +65,7 @@ inline SEScaleOperands prepare_se_scale(
     const std::optional<at::Tensor>& identity) {
   check_se_scale(x, scale, identity);
   SEScaleOperands o;
-  o.layout = se_scale_layout(x);
+  o.layout = kernel_layout(x);
   o.x = x.contiguous(o.layout);
   o.scale = scale.reshape({x.size(0), x.size(1)}).contiguous();
   if (identity.has_value() && identity->defined()) {

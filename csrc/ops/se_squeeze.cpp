@@ -21,7 +21,7 @@ TORCH_LIBRARY_FRAGMENT(sepp, m) {
 at::Tensor se_squeeze(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("sepp::se_squeeze", "")
-                       .typed<at::Tensor(const at::Tensor&, std::optional<at::ScalarType>)>();
+                       .typed<decltype(se_squeeze)>();
   return op.call(x, dtype);
 }
 
@@ -32,7 +32,7 @@ at::Tensor se_squeeze_backward(
     bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("sepp::se_squeeze_backward", "")
-                       .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::ScalarType, bool)>();
+                       .typed<decltype(se_squeeze_backward)>();
   return op.call(grad, input_size, input_dtype, channels_last);
 }
 

@@ -2,7 +2,7 @@
 
 // What every se_squeeze kernel checks, the dtypes it computes in, and the layout it reads.
 
-#include "ops/se_scale_common.h"
+#include "ops/common.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

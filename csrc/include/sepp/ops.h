@@ -22,6 +22,14 @@ SEPP_API at::Tensor se_scale(
     const std::optional<at::Tensor>& identity = std::nullopt,
     bool relu = false);
 
+/// se_scale in place, operator `sepp::se_scale_`: x <- [relu](x * scale[n, c] [+ identity]); returns x. scale may
+/// also be float32 for a float16 / bfloat16 x. The inference path's tail; no autograd.
+SEPP_API at::Tensor& se_scale_(
+    at::Tensor& x,
+    const at::Tensor& scale,
+    const std::optional<at::Tensor>& identity = std::nullopt,
+    bool relu = false);
+
 /// The SE squeeze, operator `sepp::se_squeeze`: z[n, c] = mean of x[n, c] over H x W, for x [N, C, H, W]
 /// (contiguous or channels_last), accumulated in float32 (float64 for float32/float64 inputs on the CPU, float64
 /// inputs on CUDA). z has `dtype` when given (e.g. float32 for a bfloat16 x), else x's dtype. H x W == 0 gives NaN,

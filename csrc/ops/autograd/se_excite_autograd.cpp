@@ -3,6 +3,8 @@
 
 #include <sepp/ops.h>
 
+#include "ops/common.h"
+
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -10,10 +12,6 @@
 
 namespace sepp::ops {
 namespace {
-
-std::optional<at::Tensor> present(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
 
 class SEExciteFunction : public torch::autograd::Function<SEExciteFunction> {
  public:
@@ -41,7 +39,7 @@ class SEExciteFunction : public torch::autograd::Function<SEExciteFunction> {
     const auto v = ctx->get_saved_variables();
     const auto gate = ctx->saved_data["gate"].toStringRef();
     auto [dz, dw1, db1, dw2, db2] =
-        se_excite_backward(grad_outputs[0], v[0], v[1], present(v[2]), v[3], present(v[4]), v[5], gate);
+        se_excite_backward(grad_outputs[0], v[0], v[1], detail::defined_or_nullopt(v[2]), v[3], detail::defined_or_nullopt(v[4]), v[5], gate);
     return {dz, dw1, v[2].defined() ? db1 : at::Tensor(), dw2, v[4].defined() ? db2 : at::Tensor(), at::Tensor()};
   }
 };

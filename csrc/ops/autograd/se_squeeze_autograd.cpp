@@ -3,7 +3,7 @@
 
 #include <sepp/ops.h>
 
-#include "ops/se_scale_common.h"
+#include "ops/common.h"
 
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -24,7 +24,7 @@ class SESqueezeFunction : public torch::autograd::Function<SESqueezeFunction> {
     }
     ctx->saved_data["input_size"] = x.sizes().vec();
     ctx->saved_data["input_dtype"] = static_cast<int64_t>(x.scalar_type());
-    ctx->saved_data["channels_last"] = detail::se_scale_layout(x) == at::MemoryFormat::ChannelsLast;
+    ctx->saved_data["channels_last"] = detail::kernel_layout(x) == at::MemoryFormat::ChannelsLast;
     return z;
   }
 

@@ -8,15 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <string>
-
 namespace sepp {
-namespace detail {
-std::string cuda_compiler_version() {
-  return std::to_string(__CUDACC_VER_MAJOR__) + "." + std::to_string(__CUDACC_VER_MINOR__);
-}
-}  // namespace detail
-
 namespace ops {
 namespace {
 

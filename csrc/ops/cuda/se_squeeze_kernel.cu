@@ -124,7 +124,7 @@ at::Tensor se_squeeze_cuda(const at::Tensor& x, std::optional<at::ScalarType> dt
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_squeeze (CUDA kernel): expected a CUDA tensor, got ", x.device());
   detail::check_se_squeeze(x, dtype);
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto layout = detail::se_scale_layout(x);
+  const auto layout = detail::kernel_layout(x);
   const auto xc = x.contiguous(layout);
   const bool cl = layout == at::MemoryFormat::ChannelsLast;
   const auto out_dtype = dtype.value_or(x.scalar_type());
