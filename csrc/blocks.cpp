@@ -1,6 +1,9 @@
 #include <sepp/blocks.h>
 #include <sepp/ops.h>
 
+#include "check_input.h"
+#include "residual.h"
+
 #include <c10/util/Exception.h>
 
 namespace sepp {
@@ -20,10 +23,8 @@ void BlockOptions::validate(int64_t expansion, const char* who) const {
         groups_ == 1 && base_width_ == 64, who, ": expected groups = 1 and base_width = 64 (ResNeXt needs the ",
         "bottleneck), got groups = ", groups_, ", base_width = ", base_width_);
   }
-  detail::parse_se_strategy(se_strategy_);
+  parse_se_strategy(se_strategy_);
 }
-
-namespace detail {
 
 SEStrategy parse_se_strategy(const std::string& name) {
   if (name == "standard") return SEStrategy::Standard;
@@ -34,33 +35,20 @@ SEStrategy parse_se_strategy(const std::string& name) {
       false, "expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got '", name, "'");
 }
 
-static const char* strategy_name(SEStrategy s) {
-  switch (s) {
-    case SEStrategy::Standard:
-      return "standard";
-    case SEStrategy::Pre:
-      return "pre";
-    case SEStrategy::Post:
-      return "post";
-    case SEStrategy::Identity:
-      return "identity";
-  }
-  return "?";
-}
+namespace {
 
-void ResidualBlockBase::build_shortcut_and_se(nn::Module& self, const BlockOptions& o, int64_t outplanes) {
-  strategy_ = parse_se_strategy(o.se_strategy());
-  relu_before_se_ = o.relu_before_se();
-  in_channels_ = o.inplanes();
-  se = nullptr;
+// The downsample (when the stride or the width changes) and the SE block of a residual block.
+template <typename Impl>
+void build_shortcut_and_se(Impl& self, const BlockOptions& o, int64_t outplanes) {
+  self.se = nullptr;
   if (o.se()) {
     auto se_opts = o.se_options();
-    se_opts.channels(strategy_ == SEStrategy::Pre ? o.inplanes() : outplanes);
-    se = self.register_module("se", SEBlock(se_opts));
+    se_opts.channels(detail::se_channels(self.se_strategy(), o.inplanes(), outplanes));
+    self.se = self.register_module("se", SEBlock(se_opts));
   }
-  downsample = nullptr;
+  self.downsample = nullptr;
   if (o.stride() != 1 || o.inplanes() != outplanes) {
-    downsample = self.register_module(
+    self.downsample = self.register_module(
         "downsample",
         nn::Sequential(
             nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).stride(o.stride()).bias(false)),
@@ -68,36 +56,7 @@ void ResidualBlockBase::build_shortcut_and_se(nn::Module& self, const BlockOptio
   }
 }
 
-torch::Tensor ResidualBlockBase::residual_forward(
-    torch::Tensor x,
-    const std::function<torch::Tensor(const torch::Tensor&)>& branch) {
-  const bool has_se = static_cast<bool>(se);
-  torch::Tensor shortcut = downsample ? downsample->forward(x) : x;
-  if (has_se && strategy_ == SEStrategy::Pre) {
-    x = se->forward(x);
-  }
-  torch::Tensor out = branch(x);
-  if (has_se && relu_before_se_) {
-    out = torch::relu(out);
-  }
-  if (!has_se) {
-    return out.add_(shortcut).relu_();  // out is the last BN's output, which its backward does not need
-  }
-  switch (strategy_) {
-    case SEStrategy::Standard:
-      // relu(U * s + identity) in one pass: the SE scale fused with the residual sum and the ReLU.
-      return ops::se_scale(out, se->gate(out), shortcut, /*relu=*/true);
-    case SEStrategy::Pre:
-      return out.add_(shortcut).relu_();
-    case SEStrategy::Post:
-      return se->forward(out.add_(shortcut).relu_());
-    case SEStrategy::Identity:
-      return out.add_(se->forward(shortcut)).relu_();
-  }
-  return out;
-}
-
-void ResidualBlockBase::pretty_print_block(std::ostream& stream, const char* name, const BlockOptions& o) const {
+void pretty_print_block(std::ostream& stream, const char* name, const BlockOptions& o) {
   stream << "sepp::" << name << "(inplanes=" << o.inplanes() << ", planes=" << o.planes() << ", stride=" << o.stride();
   if (o.groups() != 1 || o.base_width() != 64) {
     stream << ", groups=" << o.groups() << ", base_width=" << o.base_width();
@@ -106,12 +65,48 @@ void ResidualBlockBase::pretty_print_block(std::ostream& stream, const char* nam
     stream << ", stride_in_1x1=true";
   }
   if (o.se()) {
-    stream << ", se_strategy=" << strategy_name(strategy_);
+    stream << ", se_strategy=" << o.se_strategy();
   }
   stream << ")";
 }
 
-}  // namespace detail
+// The eager pieces of detail::residual_forward: the block's modules, its branch given as a function.
+template <typename Impl, typename Branch>
+struct EagerBlock {
+  Impl& m;
+  Branch run_branch;
+
+  torch::Tensor shortcut(const torch::Tensor& x) const {
+    return m.downsample ? m.downsample->forward(x) : x;
+  }
+  torch::Tensor branch(const torch::Tensor& x) const {
+    return run_branch(x);
+  }
+  torch::Tensor merge(torch::Tensor u, const torch::Tensor& other) const {
+    if (m.se && m.options.relu_before_se()) {
+      return (torch::relu(u) + other).relu_();  // relu's backward needs its output: no in-place add on it
+    }
+    return u.add_(other).relu_();  // u is the last BN's output, which its backward does not need
+  }
+  torch::Tensor merge_se(torch::Tensor u, const torch::Tensor& shortcut) const {
+    if (m.options.relu_before_se()) {
+      u = torch::relu(u);
+    }
+    // relu(U * s + identity) in one pass: the SE scale fused with the residual sum and the ReLU.
+    return ops::se_scale(u, m.se->gate(u), shortcut, /*relu=*/true);
+  }
+  torch::Tensor scale_by_se(const torch::Tensor& t) const {
+    return m.se->forward(t);
+  }
+};
+
+template <typename Impl, typename Branch>
+torch::Tensor eager_forward(Impl& m, const torch::Tensor& x, Branch branch) {
+  check_input(x, m.options.inplanes(), m.conv1->weight, Impl::kName);
+  return detail::residual_forward(EagerBlock<Impl, Branch>{m, branch}, static_cast<bool>(m.se), m.se_strategy(), x);
+}
+
+}  // namespace
 
 // ------------------------------------------------------------------------------------------------ BasicBlock
 
@@ -127,6 +122,7 @@ void BasicBlockImpl::reset() {
   bn1 = register_module("bn1", nn::BatchNorm2d(p));
   conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(p, p, 3).padding(1).bias(false)));
   bn2 = register_module("bn2", nn::BatchNorm2d(p));
+  se_strategy_ = parse_se_strategy(options.se_strategy());
   build_shortcut_and_se(*this, options, p * expansion);
 }
 
@@ -135,8 +131,7 @@ void BasicBlockImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
-  detail::check_input(x, options.inplanes(), conv1->weight, "BasicBlock");
-  return residual_forward(x, [this](const torch::Tensor& h) {
+  return eager_forward(*this, x, [this](const torch::Tensor& h) {
     auto out = torch::relu(bn1->forward(conv1->forward(h)));
     return bn2->forward(conv2->forward(out));
   });
@@ -163,6 +158,7 @@ void BottleneckImpl::reset() {
   bn2 = register_module("bn2", nn::BatchNorm2d(width));
   conv3 = register_module("conv3", nn::Conv2d(nn::Conv2dOptions(width, outplanes, 1).bias(false)));
   bn3 = register_module("bn3", nn::BatchNorm2d(outplanes));
+  se_strategy_ = parse_se_strategy(options.se_strategy());
   build_shortcut_and_se(*this, options, outplanes);
 }
 
@@ -171,8 +167,7 @@ void BottleneckImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
-  detail::check_input(x, options.inplanes(), conv1->weight, "Bottleneck");
-  return residual_forward(x, [this](const torch::Tensor& h) {
+  return eager_forward(*this, x, [this](const torch::Tensor& h) {
     auto out = torch::relu(bn1->forward(conv1->forward(h)));
     out = torch::relu(bn2->forward(conv2->forward(out)));
     return bn3->forward(conv3->forward(out));

@@ -1,5 +1,7 @@
 #include <sepp/resnet.h>
 
+#include "check_input.h"
+
 #include <torch/nn/functional/dropout.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
@@ -18,7 +20,9 @@ void ResNetOptions::validate() const {
   for (auto n : layers_) {
     TORCH_CHECK_VALUE(n >= 1, "ResNet: expected every stage depth >= 1, got layers = ", c10::IntArrayRef(layers_));
   }
-  TORCH_CHECK_VALUE(se_stages_.size() == 4, "ResNet: expected 4 entries in se_stages, got ", se_stages_.size());
+  TORCH_CHECK_VALUE(
+      se_stages_.size() == 4, "ResNet: se (se_stages): expected a bool or 4 bools (one per stage), got ",
+      se_stages_.size(), " entries");
   TORCH_CHECK_VALUE(num_classes_ >= 0, "ResNet: expected num_classes >= 0, got ", num_classes_);
   TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
   TORCH_CHECK_VALUE(
@@ -123,13 +127,13 @@ void ResNetImpl::pretty_print(std::ostream& stream) const {
   stream << ")";
 }
 
-torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
-  detail::check_input(x, options.in_chans(), conv1->weight, "ResNet");
+torch::Tensor ResNetImpl::forward_stem(const torch::Tensor& x) {
+  check_input(x, options.in_chans(), conv1->weight, "ResNet");
   return maxpool->forward(torch::relu(bn1->forward(conv1->forward(x))));
 }
 
 torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
-  auto h = stem(x);
+  auto h = forward_stem(x);
   h = layer1->forward(h);
   h = layer2->forward(h);
   h = layer3->forward(h);
@@ -138,7 +142,7 @@ torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
 
 std::vector<torch::Tensor> ResNetImpl::forward_stages(const torch::Tensor& x) {
   std::vector<torch::Tensor> out;
-  auto h = stem(x);
+  auto h = forward_stem(x);
   for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
     h = (*layer)->forward(h);
     out.push_back(h);

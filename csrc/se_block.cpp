@@ -1,6 +1,9 @@
 #include <sepp/ops.h>
 #include <sepp/se_block.h>
 
+#include "check_input.h"
+#include "ops/common.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <torch/nn/init.h>
@@ -51,7 +54,7 @@ SEBlockImpl::SEBlockImpl(const SEBlockOptions& options_) : options(options_) {
 void SEBlockImpl::reset() {
   const int64_t rd = options.reduced_channels();  // validates
   const int64_t c = options.channels();
-  squeeze_ = options.squeeze() == "avg" ? Squeeze::Avg : options.squeeze() == "max" ? Squeeze::Max : Squeeze::AvgMax;
+  squeeze_ = parse_se_squeeze(options.squeeze());
   fc1 = register_module("fc1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, rd, 1).bias(options.bias())));
   fc2 = register_module("fc2", torch::nn::Conv2d(torch::nn::Conv2dOptions(rd, c, 1).bias(options.bias())));
 }
@@ -67,7 +70,13 @@ void SEBlockImpl::pretty_print(std::ostream& stream) const {
          << ", bias=" << (options.bias() ? "true" : "false") << ")";
 }
 
-namespace detail {
+SESqueeze parse_se_squeeze(const std::string& name) {
+  if (name == "avg") return SESqueeze::Avg;
+  if (name == "max") return SESqueeze::Max;
+  if (name == "avgmax") return SESqueeze::AvgMax;
+  TORCH_CHECK_VALUE(false, "SEBlock: expected squeeze to be one of 'avg', 'max', 'avgmax', got '", name, "'");
+}
+
 void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& like, const char* who) {
   TORCH_CHECK_VALUE(x.defined(), who, ": expected a tensor, got an undefined one");
   TORCH_CHECK_VALUE(
@@ -87,29 +96,28 @@ void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& 
       x.scalar_type() == like.scalar_type() || autocast, who, ": expected a ", like.scalar_type(),
       " input (the weights' dtype), got ", x.scalar_type());
 }
-}  // namespace detail
 
 torch::Tensor SEBlockImpl::excite(const torch::Tensor& z) {
   const int64_t n = z.size(0);
   // The FCs act on a [N, C] vector: the 1x1 kernels viewed as [out, in] matrices, FC-ReLU-FC-gate in one operator.
-  auto bias = [](const torch::Tensor& b) { return b.defined() ? std::optional<torch::Tensor>(b) : std::nullopt; };
+  using ops::detail::defined_or_nullopt;
   const auto s = ops::se_excite(
-      z.reshape({n, -1}), fc1->weight.flatten(1), bias(fc1->bias), fc2->weight.flatten(1), bias(fc2->bias),
+      z.reshape({n, -1}), fc1->weight.flatten(1), defined_or_nullopt(fc1->bias), fc2->weight.flatten(1), defined_or_nullopt(fc2->bias),
       options.gate());
   return s.reshape({n, -1, 1, 1});
 }
 
 torch::Tensor SEBlockImpl::gate(const torch::Tensor& x) {
-  detail::check_input(x, options.channels(), fc1->weight, "SEBlock");
+  check_input(x, options.channels(), fc1->weight, "SEBlock");
   torch::Tensor z;
   switch (squeeze_) {
-    case Squeeze::Avg:
+    case SESqueeze::Avg:
       z = ops::se_squeeze(x);
       break;
-    case Squeeze::Max:
+    case SESqueeze::Max:
       z = x.amax({2, 3});
       break;
-    case Squeeze::AvgMax:
+    case SESqueeze::AvgMax:
       z = 0.5 * (ops::se_squeeze(x) + x.amax({2, 3}));
       break;
   }

@@ -3,6 +3,8 @@
 
 #include <sepp/sepp.h>
 
+#include "options_binding.h"
+
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -22,82 +24,6 @@ using torch::nn::Module;
 namespace {
 
 constexpr auto kNoGil = py::call_guard<py::gil_scoped_release>();
-
-int64_t zero_if_none(const std::optional<int64_t>& v) {
-  return v.value_or(0);
-}
-
-py::object none_if_zero(int64_t v) {
-  return v == 0 ? py::object(py::none()) : py::object(py::int_(v));
-}
-
-sepp::SEBlockOptions se_options(
-    int64_t channels,
-    int64_t reduction,
-    std::optional<int64_t> rd_channels,
-    std::optional<int64_t> rd_divisor,
-    const std::string& squeeze,
-    const std::string& gate,
-    bool bias) {
-  return sepp::SEBlockOptions(channels)
-      .reduction(reduction)
-      .rd_channels(zero_if_none(rd_channels))
-      .rd_divisor(zero_if_none(rd_divisor))
-      .squeeze(squeeze)
-      .gate(gate)
-      .bias(bias);
-}
-
-// The SE options under the keyword names the Python constructors take (`se_bias` for blocks and ResNet).
-void put_se_options(py::dict& d, const sepp::SEBlockOptions& o, const char* bias_key) {
-  d["reduction"] = o.reduction();
-  d["rd_channels"] = none_if_zero(o.rd_channels());
-  d["rd_divisor"] = none_if_zero(o.rd_divisor());
-  d["squeeze"] = o.squeeze();
-  d["gate"] = o.gate();
-  d[bias_key] = o.bias();
-}
-
-py::dict options_dict(const sepp::SEBlockOptions& o) {
-  py::dict d;
-  d["channels"] = o.channels();
-  put_se_options(d, o, "bias");
-  return d;
-}
-
-py::dict options_dict(const sepp::BlockOptions& o) {
-  py::dict d;
-  d["inplanes"] = o.inplanes();
-  d["planes"] = o.planes();
-  d["stride"] = o.stride();
-  d["groups"] = o.groups();
-  d["base_width"] = o.base_width();
-  d["stride_in_1x1"] = o.stride_in_1x1();
-  d["se"] = o.se();
-  put_se_options(d, o.se_options(), "se_bias");
-  d["se_strategy"] = o.se_strategy();
-  d["relu_before_se"] = o.relu_before_se();
-  return d;
-}
-
-py::dict options_dict(const sepp::ResNetOptions& o) {
-  py::dict d;
-  d["block"] = o.block();
-  d["layers"] = py::tuple(py::cast(o.layers()));
-  d["num_classes"] = o.num_classes();
-  d["in_chans"] = o.in_chans();
-  d["groups"] = o.groups();
-  d["width_per_group"] = o.width_per_group();
-  d["stride_in_1x1"] = o.stride_in_1x1();
-  d["se"] = py::tuple(py::cast(o.se_stages()));
-  put_se_options(d, o.se_options(), "se_bias");
-  d["se_strategy"] = o.se_strategy();
-  d["relu_before_se"] = o.relu_before_se();
-  d["zero_init_last"] = o.zero_init_last();
-  d["stem_pool_ceil_mode"] = o.stem_pool_ceil_mode();
-  d["drop_rate"] = o.drop_rate();
-  return d;
-}
 
 std::string pretty(const Module& m) {
   std::ostringstream s;
@@ -123,6 +49,21 @@ torch::Tensor forward_any(Module& m, const torch::Tensor& x) {
 template <typename Impl>
 using Class = py::class_<Impl, Module, std::shared_ptr<Impl>>;
 
+using sepp::python::options_dict;
+
+// A module class whose constructor takes its options by position (in visit() order) or by name, from `defaults`,
+// with `options` (the dict of its options) and `options_spec()` ([(name, default, doc)]) for the Python face.
+template <typename Impl, typename Options>
+Class<Impl> bind_module(py::module_& m, const char* name, Options defaults) {
+  Class<Impl> cls(m, name);
+  cls.def(py::init([defaults, name](const py::args& args, const py::kwargs& kwargs) {
+    return std::make_shared<Impl>(sepp::python::options_from_python(defaults, args, kwargs, name));
+  }));
+  cls.def_property_readonly("options", [](const Impl& self) { return options_dict(self.options); });
+  cls.def_static("options_spec", [defaults] { return sepp::python::options_spec(defaults); });
+  return cls;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -146,98 +87,23 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
-  Class<sepp::SEBlockImpl>(m, "SEBlock")
-      .def(
-          py::init([](int64_t channels, int64_t reduction, std::optional<int64_t> rd_channels,
-                      std::optional<int64_t> rd_divisor, const std::string& squeeze, const std::string& gate,
-                      bool bias) {
-            return std::make_shared<sepp::SEBlockImpl>(
-                se_options(channels, reduction, rd_channels, rd_divisor, squeeze, gate, bias));
-          }),
-          py::arg("channels"), py::arg("reduction") = 16, py::arg("rd_channels") = py::none(),
-          py::arg("rd_divisor") = py::none(), py::arg("squeeze") = "avg", py::arg("gate") = "sigmoid",
-          py::arg("bias") = true)
+  bind_module<sepp::SEBlockImpl>(m, "SEBlock", sepp::SEBlockOptions())
       .def("forward", &sepp::SEBlockImpl::forward, kNoGil)
-      .def("gate", &sepp::SEBlockImpl::gate, kNoGil)
-      .def_property_readonly("options", [](const sepp::SEBlockImpl& self) { return options_dict(self.options); });
-
-  auto block_init = [](auto tag) {
-    using Impl = typename decltype(tag)::type;
-    return py::init([](int64_t inplanes, int64_t planes, int64_t stride, int64_t groups, int64_t base_width,
-                       bool stride_in_1x1, bool se, int64_t reduction, std::optional<int64_t> rd_channels,
-                       std::optional<int64_t> rd_divisor, const std::string& squeeze, const std::string& gate,
-                       bool se_bias, const std::string& se_strategy, bool relu_before_se) {
-      return std::make_shared<Impl>(
-          sepp::BlockOptions(inplanes, planes)
-              .stride(stride)
-              .groups(groups)
-              .base_width(base_width)
-              .stride_in_1x1(stride_in_1x1)
-              .se(se)
-              .se_options(se_options(0, reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
-              .se_strategy(se_strategy)
-              .relu_before_se(relu_before_se));
-    });
-  };
-#define SEPP_BLOCK_KWARGS                                                                                       \
-  py::arg("inplanes"), py::arg("planes"), py::arg("stride") = 1, py::arg("groups") = 1,                        \
-      py::arg("base_width") = 64, py::arg("stride_in_1x1") = false, py::arg("se") = false,                      \
-      py::arg("reduction") = 16, py::arg("rd_channels") = py::none(), py::arg("rd_divisor") = py::none(),       \
-      py::arg("squeeze") = "avg", py::arg("gate") = "sigmoid", py::arg("se_bias") = true,                      \
-      py::arg("se_strategy") = "standard", py::arg("relu_before_se") = false
-
-  Class<sepp::BasicBlockImpl>(m, "BasicBlock")
-      .def(block_init(std::type_identity<sepp::BasicBlockImpl>{}), SEPP_BLOCK_KWARGS)
-      .def("forward", &sepp::BasicBlockImpl::forward, kNoGil)
-      .def_property_readonly("options", [](const sepp::BasicBlockImpl& self) { return options_dict(self.options); });
-  Class<sepp::BottleneckImpl>(m, "Bottleneck")
-      .def(block_init(std::type_identity<sepp::BottleneckImpl>{}), SEPP_BLOCK_KWARGS)
-      .def("forward", &sepp::BottleneckImpl::forward, kNoGil)
-      .def_property_readonly("options", [](const sepp::BottleneckImpl& self) { return options_dict(self.options); });
-#undef SEPP_BLOCK_KWARGS
-
-  Class<sepp::ResNetImpl>(m, "ResNet")
-      .def(
-          py::init([](const std::string& block, std::vector<int64_t> layers, int64_t num_classes, int64_t in_chans,
-                      int64_t groups, int64_t width_per_group, bool stride_in_1x1, std::vector<bool> se,
-                      int64_t reduction, std::optional<int64_t> rd_channels, std::optional<int64_t> rd_divisor,
-                      const std::string& squeeze, const std::string& gate, bool se_bias,
-                      const std::string& se_strategy, bool relu_before_se, bool zero_init_last,
-                      bool stem_pool_ceil_mode,
-                      double drop_rate) {
-            return std::make_shared<sepp::ResNetImpl>(
-                sepp::ResNetOptions()
-                    .block(block)
-                    .layers(std::move(layers))
-                    .num_classes(num_classes)
-                    .in_chans(in_chans)
-                    .groups(groups)
-                    .width_per_group(width_per_group)
-                    .stride_in_1x1(stride_in_1x1)
-                    .se_stages(std::move(se))
-                    .se_options(se_options(0, reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
-                    .se_strategy(se_strategy)
-                    .relu_before_se(relu_before_se)
-                    .zero_init_last(zero_init_last)
-                    .stem_pool_ceil_mode(stem_pool_ceil_mode)
-                    .drop_rate(drop_rate));
-          }),
-          py::arg("block") = "bottleneck", py::arg("layers") = std::vector<int64_t>{3, 4, 6, 3},
-          py::arg("num_classes") = 1000, py::arg("in_chans") = 3, py::arg("groups") = 1,
-          py::arg("width_per_group") = 64, py::arg("stride_in_1x1") = false,
-          py::arg("se") = std::vector<bool>{false, false, false, false}, py::arg("reduction") = 16,
-          py::arg("rd_channels") = py::none(), py::arg("rd_divisor") = py::none(), py::arg("squeeze") = "avg",
-          py::arg("gate") = "sigmoid", py::arg("se_bias") = true, py::arg("se_strategy") = "standard",
-          py::arg("relu_before_se") = false, py::arg("zero_init_last") = true, py::arg("stem_pool_ceil_mode") = false, py::arg("drop_rate") = 0.0)
+      .def("gate", &sepp::SEBlockImpl::gate, kNoGil);
+  bind_module<sepp::BasicBlockImpl>(m, "BasicBlock", sepp::BlockOptions(0, 0))
+      .def("forward", &sepp::BasicBlockImpl::forward, kNoGil);
+  bind_module<sepp::BottleneckImpl>(m, "Bottleneck", sepp::BlockOptions(0, 0))
+      .def("forward", &sepp::BottleneckImpl::forward, kNoGil);
+  bind_module<sepp::ResNetImpl>(m, "ResNet", sepp::ResNetOptions())
       .def("forward", &sepp::ResNetImpl::forward, kNoGil)
+      .def("forward_stem", &sepp::ResNetImpl::forward_stem, kNoGil)
       .def("forward_features", &sepp::ResNetImpl::forward_features, kNoGil)
       .def("forward_head", &sepp::ResNetImpl::forward_head, py::arg("x"), py::arg("pre_logits") = false, kNoGil)
       .def("forward_stages", &sepp::ResNetImpl::forward_stages, kNoGil)
       .def("reset_classifier", &sepp::ResNetImpl::reset_classifier, py::arg("num_classes"))
       .def("reset_parameters", &sepp::ResNetImpl::reset_parameters)
       .def_property_readonly("num_features", &sepp::ResNetImpl::num_features)
-      .def_property_readonly("stage_channels", &sepp::ResNetImpl::stage_channels)
-      .def_property_readonly("options", [](const sepp::ResNetImpl& self) { return options_dict(self.options); });
+      .def_property_readonly("stage_channels", &sepp::ResNetImpl::stage_channels);
 
   py::class_<sepp::OptimizedResNet>(m, "OptimizedResNet")
       .def("forward", &sepp::OptimizedResNet::forward, py::arg("x"), kNoGil)
@@ -266,14 +132,15 @@ PYBIND11_MODULE(_C, m) {
       py::arg("cuda_graphs") = true);
 
   m.def("model_names", &sepp::model_names, "Names of the models in the factory table.");
+  m.def("model_description", &sepp::model_description, py::arg("name"), "One line on a named model.");
   m.def(
       "model_config", [](const std::string& name) { return options_dict(sepp::model_config(name)); },
       py::arg("name"), "The ResNet keyword arguments of a named model.");
   m.def("pretty_print", &pretty, py::arg("module"), "The one-line description a C++ module prints of itself.");
   m.def("forward", &forward_any, py::arg("module"), py::arg("x"), kNoGil);
-  m.def("save_weights", &sepp::save_weights, py::arg("module"), py::arg("path"), kNoGil,
+  m.def("save_weights", static_cast<void (*)(const Module&, const std::string&)>(&sepp::save_weights), py::arg("module"), py::arg("path"), kNoGil,
         "Writes the module's parameters and buffers as safetensors, atomically (C++ writer).");
-  m.def("load_weights", &sepp::load_weights, py::arg("module"), py::arg("path"), kNoGil,
+  m.def("load_weights", static_cast<void (*)(Module&, const std::string&)>(&sepp::load_weights), py::arg("module"), py::arg("path"), kNoGil,
         "Loads a safetensors file into the module after checking all of it (C++ reader).");
   m.def(
       "read_safetensors",

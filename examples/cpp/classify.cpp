@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   }
   try {
     auto net = sepp::create_model(model);
-    if (!weights.empty()) sepp::load_weights(*net, weights);
+    if (!weights.empty()) sepp::load_weights(net, weights);
     net->eval();
     torch::Tensor x;
     if (!input.empty()) {

@@ -10,6 +10,8 @@ namespace sepp {
 
 /// The options of a named model ("se_resnet50", ...); throws c10::ValueError listing the known names.
 SEPP_API ResNetOptions model_config(const std::string& name);
+/// One line on a named model (what it is, where its layout comes from).
+SEPP_API std::string model_description(const std::string& name);
 /// The names model_config knows, in a stable order.
 SEPP_API std::vector<std::string> model_names();
 /// A freshly initialised model of that name.

@@ -24,30 +24,20 @@ namespace sepp {
 struct SEPP_API ResNetOptions {
   ResNetOptions() = default;
 
-  /// "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper).
+  // Each option is described in visit() below.
   TORCH_ARG(std::string, block) = "bottleneck";
-  /// Blocks per stage, four stages.
   TORCH_ARG(std::vector<int64_t>, layers) = std::vector<int64_t>({3, 4, 6, 3});
-  /// Classifier outputs; 0 = no classifier (forward returns the pooled features).
   TORCH_ARG(int64_t, num_classes) = 1000;
   TORCH_ARG(int64_t, in_chans) = 3;
-  /// ResNeXt cardinality and width per group.
   TORCH_ARG(int64_t, groups) = 1;
   TORCH_ARG(int64_t, width_per_group) = 64;
-  /// Stride of a downsampling bottleneck on its first 1x1 (the original Caffe SENet weights) instead of its 3x3.
   TORCH_ARG(bool, stride_in_1x1) = false;
-  /// SE block on/off for each of the four stages.
   TORCH_ARG(std::vector<bool>, se_stages) = std::vector<bool>({false, false, false, false});
-  /// The SE blocks' options (`channels` is filled in per block).
   TORCH_ARG(SEBlockOptions, se_options) = SEBlockOptions();
   TORCH_ARG(std::string, se_strategy) = "standard";
-  /// A ReLU on each residual branch's output before its SE block (timm's legacy SE-ResNet-18/34).
   TORCH_ARG(bool, relu_before_se) = false;
-  /// Initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity.
   TORCH_ARG(bool, zero_init_last) = true;
-  /// The stem's 3x3/2 max pool rounds its output size up (the original Caffe SENet weights, Cadene's port).
   TORCH_ARG(bool, stem_pool_ceil_mode) = false;
-  /// Dropout probability before the classifier (training only).
   TORCH_ARG(double, drop_rate) = 0.0;
 
  public:
@@ -57,6 +47,32 @@ struct SEPP_API ResNetOptions {
     return *this;
   }
   void validate() const;
+
+  /// The options by name: f(name, field, kind, doc) for each, in the order of the Python constructor's arguments,
+  /// the SE blocks' options flattened in (see SEBlockOptions::visit). `se_stages` is `se` in Python.
+  template <typename Self, typename F>
+  static void visit(Self& o, F&& f) {
+    f("block", o.block_, OptionKind::Plain, "'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50 and deeper)");
+    f("layers", o.layers_, OptionKind::Plain, "blocks in each of the four stages");
+    f("num_classes", o.num_classes_, OptionKind::Plain,
+      "classifier outputs; 0 = no classifier (forward returns the pooled features)");
+    f("in_chans", o.in_chans_, OptionKind::Plain, "input channels");
+    f("groups", o.groups_, OptionKind::Plain, "ResNeXt cardinality");
+    f("width_per_group", o.width_per_group_, OptionKind::Plain, "ResNeXt width per group");
+    f("stride_in_1x1", o.stride_in_1x1_, OptionKind::Plain,
+      "the downsampling stride on a bottleneck's first 1x1 (the original Caffe SENet weights) instead of its 3x3");
+    f("se", o.se_stages_, OptionKind::Plain, "SE blocks in every stage (a bool) or per stage (4 bools)");
+    SEBlockOptions::visit(o.se_options_, f, /*embedded=*/true);
+    f("se_strategy", o.se_strategy_, OptionKind::Plain,
+      "where the SE block sits in a residual block: 'standard', 'pre', 'post' or 'identity' (see BlockOptions)");
+    f("relu_before_se", o.relu_before_se_, OptionKind::Plain,
+      "a ReLU on each residual branch before its SE block (timm's legacy SE-ResNet-18/34)");
+    f("zero_init_last", o.zero_init_last_, OptionKind::Plain,
+      "initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity");
+    f("stem_pool_ceil_mode", o.stem_pool_ceil_mode_, OptionKind::Plain,
+      "the stem's 3x3/2 max pool without padding, rounding its output size up (original Caffe SENet, Cadene's port)");
+    f("drop_rate", o.drop_rate_, OptionKind::Plain, "dropout probability before the classifier (training only)");
+  }
 };
 
 /// ResNet with optional SE blocks.
@@ -70,6 +86,8 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
 
   /// [N, in_chans, H, W] -> logits [N, num_classes] (or pooled features [N, num_features] when num_classes == 0).
   torch::Tensor forward(const torch::Tensor& x);
+  /// The stem (conv1, bn1, ReLU, max pool): [N, in_chans, H, W] -> [N, 64, H/4, W/4].
+  torch::Tensor forward_stem(const torch::Tensor& x);
   /// Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32].
   torch::Tensor forward_features(const torch::Tensor& x);
   /// Global average pool, dropout and classifier; with pre_logits the pooled features [N, num_features].
@@ -93,7 +111,6 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   torch::nn::AnyModule fc;
 
  private:
-  torch::Tensor stem(const torch::Tensor& x);
   torch::nn::Sequential make_layer(int64_t stage, int64_t planes, int64_t blocks, int64_t stride, int64_t& inplanes);
   void make_classifier();
   int64_t num_features_ = 0;

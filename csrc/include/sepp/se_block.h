@@ -1,6 +1,7 @@
 #pragma once
 
 #include <sepp/export.h>
+#include <sepp/options.h>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/conv.h>
@@ -21,17 +22,13 @@ namespace sepp {
 struct SEPP_API SEBlockOptions {
   /* implicit */ SEBlockOptions(int64_t channels = 0);
 
-  /// Channels of the input (and output). 0 in a template that a block fills in.
+  // Each option is described in visit() below.
   TORCH_ARG(int64_t, channels);
-  /// Reduction ratio r; rd = channels / r. Must lie in [1, channels].
   TORCH_ARG(int64_t, reduction) = 16;
-  /// Explicit bottleneck width; 0 = derived from `reduction`.
   TORCH_ARG(int64_t, rd_channels) = 0;
-  /// Round the derived width to a multiple of this (timm uses 8); 0 = no rounding.
   TORCH_ARG(int64_t, rd_divisor) = 0;
   TORCH_ARG(std::string, squeeze) = "avg";
   TORCH_ARG(std::string, gate) = "sigmoid";
-  /// Biases on the two FC layers.
   TORCH_ARG(bool, bias) = true;
 
  public:
@@ -39,7 +36,29 @@ struct SEPP_API SEBlockOptions {
   int64_t reduced_channels() const;
   /// Throws c10::ValueError naming the bad field, what was expected and what came.
   void validate() const;
+
+  /// The options by name: f(name, field, kind, doc) for each, in the order of the Python constructor's arguments.
+  /// Inside a block's or a ResNet's options (`embedded`) `channels` is left out (the block fills it in) and `bias`
+  /// is called `se_bias`.
+  template <typename Self, typename F>
+  static void visit(Self& o, F&& f, bool embedded = false) {
+    if (!embedded) f("channels", o.channels_, OptionKind::Required, "channels C of the input (and output)");
+    f("reduction", o.reduction_, OptionKind::Plain, "reduction ratio r (1 <= r <= C); the bottleneck has C // r channels");
+    f("rd_channels", o.rd_channels_, OptionKind::ZeroIsNone, "explicit bottleneck width (overrides reduction)");
+    f("rd_divisor", o.rd_divisor_, OptionKind::ZeroIsNone,
+      "round C / r to the nearest multiple of this, at least the divisor, as timm does (8 gives timm's widths)");
+    f("squeeze", o.squeeze_, OptionKind::Plain,
+      "'avg' (global average pool, the paper), 'max', or 'avgmax' (mean of both)");
+    f("gate", o.gate_, OptionKind::Plain, "'sigmoid' (the paper), 'hard_sigmoid' (relu6(x + 3) / 6) or 'tanh'");
+    f(embedded ? "se_bias" : "bias", o.bias_, OptionKind::Plain,
+      "biases on the two FC layers (stored as 1x1 convolutions fc1, fc2, as in timm)");
+  }
 };
+
+/// The squeeze of an SE block, chosen once when the block is built.
+enum class SESqueeze { Avg, Max, AvgMax };
+/// Parses "avg", "max", "avgmax"; throws c10::ValueError otherwise.
+SEPP_API SESqueeze parse_se_squeeze(const std::string& name);
 
 /// SE block: y = x * gate(FC2(relu(FC1(squeeze(x))))), per sample and channel.
 class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
@@ -57,20 +76,17 @@ class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
   torch::Tensor gate(const torch::Tensor& x);
   /// The excitation from an already squeezed input z [N, C] or [N, C, 1, 1].
   torch::Tensor excite(const torch::Tensor& z);
+  SESqueeze squeeze_kind() const { return squeeze_; }
 
   SEBlockOptions options;
   torch::nn::Conv2d fc1{nullptr};
   torch::nn::Conv2d fc2{nullptr};
 
  private:
-  enum class Squeeze { Avg, Max, AvgMax } squeeze_ = Squeeze::Avg;
+  SESqueeze squeeze_ = SESqueeze::Avg;
 };
 
 TORCH_MODULE(SEBlock);
 
-namespace detail {
-/// Checks that x is a floating-point [N, C, H, W] tensor with C == channels on the device and dtype of `like`.
-void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& like, const char* who);
-}  // namespace detail
 
 }  // namespace sepp

@@ -3,6 +3,7 @@
 #include <sepp/export.h>
 
 #include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
 #include <string>
@@ -33,5 +34,15 @@ SEPP_API void save_weights(const torch::nn::Module& module, const std::string& p
 /// converted to each tensor's dtype and device. All checks happen before any value is copied: after a failed load
 /// the module is unchanged.
 SEPP_API void load_weights(torch::nn::Module& module, const std::string& path);
+
+/// The same through a module holder (`sepp::ResNet`, `torch::nn::Linear`, ...), as torch::save / torch::load take it.
+template <typename M>
+void save_weights(const torch::nn::ModuleHolder<M>& module, const std::string& path) {
+  save_weights(*module.ptr(), path);
+}
+template <typename M>
+void load_weights(const torch::nn::ModuleHolder<M>& module, const std::string& path) {
+  load_weights(*module.ptr(), path);
+}
 
 }  // namespace sepp
