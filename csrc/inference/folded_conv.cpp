@@ -1,0 +1,112 @@
+#include "inference/folded_conv.h"
+
+#include "inference/onednn.h"
+
+#include <ATen/Context.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/cudnn_convolution_add_relu.h>
+#include <ATen/ops/cudnn_convolution_relu.h>
+#include <ATen/ops/mkldnn_reorder_conv2d_weight.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+
+namespace sepp::inference {
+
+at::Tensor FoldedConv::run(const at::Tensor& x, bool relu) const {
+  if (packed.defined()) {
+    return onednn_ops().unary->call(x, packed, bias, padding, stride, dilation, groups, relu ? "relu" : "none",
+                                    Scalars(), std::nullopt);
+  }
+  if (cudnn_fused && relu) {
+    return at::cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
+  }
+  auto y = at::convolution(x, weight, bias, stride, padding, dilation, false, {0, 0}, groups);
+  return relu ? y.relu_() : y;
+}
+
+at::Tensor FoldedConv::run_add_relu(const at::Tensor& x, const at::Tensor& other) const {
+  return run_add_relu(x, other, packed.defined() ? packed : weight, bias);
+}
+
+at::Tensor FoldedConv::run_add_relu(
+    const at::Tensor& x,
+    const at::Tensor& other,
+    const at::Tensor& w,
+    const at::Tensor& b) const {
+  if (packed.defined()) {
+    return onednn_ops().binary->call(x, other, w, b, padding, stride, dilation, groups, "add", std::nullopt, "relu",
+                                     Scalars(), std::nullopt);
+  }
+  if (cudnn_fused) {
+    return at::cudnn_convolution_add_relu(x, w, other, 1, b, stride, padding, dilation, groups);
+  }
+  return at::convolution(x, w, b, stride, padding, dilation, false, {0, 0}, groups).add_(other).relu_();
+}
+
+std::array<int64_t, 2> FoldedConv::output_hw(std::array<int64_t, 2> hw) const {
+  return {window_output_size(hw[0], weight.size(2), stride[0], padding[0], dilation[0]),
+          window_output_size(hw[1], weight.size(3), stride[1], padding[1], dilation[1])};
+}
+
+bool FoldedConv::is_pointwise() const {
+  return weight.size(2) == 1 && weight.size(3) == 1 && stride[0] == 1 && stride[1] == 1 && padding[0] == 0 &&
+         padding[1] == 0 && groups == 1;
+}
+
+FoldedConv fold_conv_bn(
+    const torch::nn::Conv2d& conv,
+    const torch::nn::BatchNorm2d& bn,
+    const FoldTarget& target,
+    std::array<int64_t, 4> input) {
+  TORCH_CHECK_VALUE(
+      bn->options.affine() && bn->options.track_running_stats(),
+      "optimize_for_inference: expected BatchNorm layers with affine parameters and running statistics");
+  const auto& o = conv->options;
+  FoldedConv f;
+  const auto pad = std::get<torch::ExpandingArray<2>>(o.padding());
+  f.padding = {(*pad)[0], (*pad)[1]};
+  f.stride = {(*o.stride())[0], (*o.stride())[1]};
+  f.dilation = {(*o.dilation())[0], (*o.dilation())[1]};
+  f.groups = o.groups();
+  const auto wd = conv->weight.detach().to(at::kDouble);
+  const auto scale =
+      bn->weight.detach().to(at::kDouble) / (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).sqrt();
+  auto bias = bn->bias.detach().to(at::kDouble) - bn->running_mean.detach().to(at::kDouble) * scale;
+  if (o.bias()) bias = bias + conv->bias.detach().to(at::kDouble) * scale;
+  f.weight = (wd * scale.reshape({-1, 1, 1, 1})).to(target.dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  f.bias = bias.to(target.dtype);
+  f.cudnn_fused = target.cudnn_fused;
+  if (target.onednn) {
+    f.packed = at::mkldnn_reorder_conv2d_weight(f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation,
+                                                f.groups, std::vector<int64_t>(input.begin(), input.end()));
+  }
+  return f;
+}
+
+int64_t window_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil) {
+  const int64_t span = in + 2 * p - d * (k - 1) - 1;
+  int64_t out = (ceil ? (span + s - 1) / s : span / s) + 1;
+  if (ceil && (out - 1) * s >= in + p) --out;
+  return std::max<int64_t>(out, 1);
+}
+
+bool cudnn_fused_available(const c10::Device& device, c10::ScalarType dtype) {
+  if (!device.is_cuda() || !at::globalContext().userEnabledCuDNN() || dtype == at::kDouble) return false;
+  try {
+    const auto o = at::TensorOptions().device(device).dtype(dtype);
+    const auto x = at::ones({1, 8, 4, 4}, o).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto w = at::ones({8, 8, 1, 1}, o).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto b = at::zeros({8}, o);
+    const auto y = at::cudnn_convolution_relu(x, w, b, {1, 1}, {0, 0}, {1, 1}, 1);
+    const auto y2 = at::cudnn_convolution_add_relu(x, w, y, 1, b, {1, 1}, {0, 0}, {1, 1}, 1);
+    // conv of ones with ones over 8 channels: 8; then 8 + 8 = 16.
+    return y.min().item<double>() == 8.0 && y2.max().item<double>() == 16.0;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+}  // namespace sepp::inference

@@ -1,0 +1,58 @@
+#pragma once
+
+// A convolution with its BatchNorm folded in, and the backend that runs it: prepacked oneDNN on the CPU, cuDNN's
+// fused convolutions on CUDA, plain ATen elsewhere.
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+
+#include <array>
+#include <vector>
+
+namespace sepp::inference {
+
+/// Where and how the folded convolutions run.
+struct FoldTarget {
+  c10::ScalarType dtype = at::kFloat;
+  bool onednn = false;       // CPU: prepack the weights for oneDNN's fused convolutions
+  bool cudnn_fused = false;  // CUDA: cuDNN's fused conv + bias + ReLU and conv + bias + add + ReLU
+};
+
+struct FoldedConv {
+  at::Tensor weight;  // BN folded in, channels_last (the "aten" backend's weight; dense, whatever the backend)
+  at::Tensor bias;
+  at::Tensor packed;  // oneDNN's layout (the "onednn" backend), or undefined
+  std::vector<int64_t> padding, stride, dilation;
+  int64_t groups = 1;
+  bool cudnn_fused = false;
+
+  /// y = conv(x) + bias, then ReLU when relu.
+  at::Tensor run(const at::Tensor& x, bool relu) const;
+  /// relu(conv(x) + bias + other): the residual sum and ReLU as post-ops of the convolution.
+  at::Tensor run_add_relu(const at::Tensor& x, const at::Tensor& other) const;
+  /// The same with other weights of this convolution's shape (dense, or prepacked).
+  at::Tensor run_add_relu(const at::Tensor& x, const at::Tensor& other, const at::Tensor& w, const at::Tensor& b) const;
+  /// The output's spatial size for an input of spatial size {h, w}.
+  std::array<int64_t, 2> output_hw(std::array<int64_t, 2> hw) const;
+  /// A 1x1, stride 1, unpadded, ungrouped convolution.
+  bool is_pointwise() const;
+};
+
+/// conv followed by bn (in eval mode), folded into one convolution for `target`: w' = w * g / sqrt(v + eps),
+/// b' = beta - mean * g / sqrt(v + eps) (+ the conv's bias, scaled), computed in float64. `input` is the input shape
+/// [N, C, H, W] oneDNN chooses the weight layout for. Does not change the modules.
+FoldedConv fold_conv_bn(
+    const torch::nn::Conv2d& conv,
+    const torch::nn::BatchNorm2d& bn,
+    const FoldTarget& target,
+    std::array<int64_t, 4> input);
+
+/// The output size of a pooling or convolution window along one axis (ceil_mode as torch's max_pool2d).
+int64_t window_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil = false);
+
+/// Whether cuDNN's fused convolutions run on `device` for `dtype` (cuDNN enabled and a build that has them): tried
+/// once on a tiny input, its values checked.
+bool cudnn_fused_available(const c10::Device& device, c10::ScalarType dtype);
+
+}  // namespace sepp::inference

@@ -1,0 +1,99 @@
+#include "inference/model.h"
+
+#include <sepp/ops.h>
+
+#include "ops/common.h"
+#include "residual.h"
+
+#include <ATen/ops/linear.h>
+#include <ATen/ops/max_pool2d.h>
+
+namespace sepp::inference {
+
+using at::Tensor;
+
+Tensor SEWeights::of(const Tensor& t) const {
+  const auto acc = w1.scalar_type();
+  switch (squeeze) {
+    case SESqueeze::Avg:
+      return excite(ops::se_squeeze(t, acc));
+    case SESqueeze::Max:
+      return excite(t.amax({2, 3}).to(acc));
+    case SESqueeze::AvgMax:
+      return excite((t.mean({2, 3}, false, acc) + t.amax({2, 3}).to(acc)).mul_(0.5));
+  }
+  TORCH_INTERNAL_ASSERT(false, "unknown squeeze");
+}
+
+Tensor SEWeights::excite(const Tensor& z) const {
+  using ops::detail::defined_or_nullopt;
+  return ops::se_excite(z, w1, defined_or_nullopt(b1), w2, defined_or_nullopt(b2), gate);  // one launch on CUDA
+}
+
+Tensor SEWeights::apply(const Tensor& t) const {
+  return ops::se_scale(t, of(t).to(t.scalar_type()));
+}
+
+Tensor Block::forward(const Tensor& x) const {
+  return detail::residual_forward(*this, se.has_value(), strategy, x);
+}
+
+Tensor Block::shortcut(const Tensor& x) const {
+  return downsample ? downsample->run(x, false) : x;
+}
+
+Tensor Block::branch(const Tensor& x) const {
+  Tensor h = x;
+  for (size_t i = 0; i + 1 < convs.size(); ++i) h = convs[i].run(h, true);
+  return h;
+}
+
+Tensor Block::merge(const Tensor& h, const Tensor& other) const {
+  const FoldedConv& last = convs.back();
+  // timm's legacy basic block: a ReLU on the branch's output before the sum.
+  return relu_before_se ? last.run(h, true).add_(other).relu_() : last.run_add_relu(h, other);
+}
+
+Tensor Block::merge_se(const Tensor& h, const Tensor& idn) const {
+  const FoldedConv& last = convs.back();
+  switch (tail) {
+    case SETail::SqueezeFirst: {
+      const Tensor s = se->excite(at::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+      const Tensor u = last.run(h, false);
+      return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
+    }
+    case SETail::SqueezeFirstScaledConv3: {
+      const int64_t u_numel = last.weight.size(0) * h.size(2) * h.size(3);
+      if (h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel) {
+        const Tensor s = se->excite(at::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+        const Tensor sd = s.to(last.weight.scalar_type()).reshape({-1});
+        return last.run_add_relu(h, idn, last.weight * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
+      }
+      [[fallthrough]];
+    }
+    case SETail::InPlace: {
+      Tensor u = last.run(h, relu_before_se);
+      const Tensor s = se->of(u);
+      return ops::se_scale_(u, s, idn, true);  // relu(U * s + identity), one pass, in place
+    }
+    case SETail::OutOfPlace: {
+      const Tensor u = last.run(h, relu_before_se);
+      return ops::se_scale(u, se->of(u).to(u.scalar_type()), idn, true);
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "unknown SE tail");
+}
+
+}  // namespace sepp::inference
+
+namespace sepp {
+
+at::Tensor OptimizedResNet::Impl::eager(const at::Tensor& x) const {
+  auto h = stem.run(x, true);
+  h = at::max_pool2d(h, *pool.kernel_size(), *pool.stride(), *pool.padding(), *pool.dilation(), pool.ceil_mode());
+  for (const auto& b : blocks) h = b.forward(h);
+  auto f = h.mean({2, 3});
+  return fc_weight.defined() ? at::linear(f, fc_weight, fc_bias) : f;
+}
+
+}  // namespace sepp

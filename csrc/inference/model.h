@@ -1,0 +1,93 @@
+#pragma once
+
+// The optimized model's parts: folded convolutions, SE blocks as plain tensors, and each residual block's tail
+// chosen when the model is built.
+
+#include <sepp/blocks.h>
+#include <sepp/inference.h>
+#include <sepp/se_block.h>
+
+#include "inference/cuda_graphs.h"
+#include "inference/folded_conv.h"
+
+#include <torch/nn/options/pooling.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace sepp::inference {
+
+/// An SE block's excitation as tensors: [rd, C], [C, rd] in the MLP's dtype (float32 for half-precision models).
+struct SEWeights {
+  at::Tensor w1, b1, w2, b2;
+  SESqueeze squeeze = SESqueeze::Avg;
+  std::string gate;
+
+  /// The excitation s [N, C] of t [N, C, H, W], in the MLP's dtype.
+  at::Tensor of(const at::Tensor& t) const;
+  /// The excitation from the squeezed z [N, C] (in the MLP's dtype).
+  at::Tensor excite(const at::Tensor& z) const;
+  /// t * s, with s the excitation of t.
+  at::Tensor apply(const at::Tensor& t) const;
+};
+
+/// How a block with a standard SE ends: relu(SE(conv3(h)) + identity).
+enum class SETail {
+  /// conv3, then the squeeze of U, the excitation and relu(U * s + identity) written into U (CPU).
+  InPlace,
+  /// The same, with relu(U * s + identity) into a new tensor (CUDA).
+  OutOfPlace,
+  /// A bottleneck's average squeeze taken before conv3 (mean(U) = W3 mean(h) + b3, exact in eval mode), so s is
+  /// known before conv3: at batch 1 on the CPU conv3 runs with its weights scaled by s and the sum + ReLU fused,
+  /// where scaling conv3's weights (~5 |W3| moved) costs less than the passes over U it saves (~4 |U|); otherwise
+  /// as InPlace.
+  SqueezeFirstScaledConv3,
+  /// The squeeze before conv3 (reading h, a quarter of U's channels), then relu(U * s + identity) in one pass
+  /// (CUDA, any batch).
+  SqueezeFirst,
+};
+
+/// A residual block: the pieces of detail::residual_forward.
+struct Block {
+  std::vector<FoldedConv> convs;  // conv1, conv2 (, conv3): ReLU after each but the last
+  std::optional<FoldedConv> downsample;
+  std::optional<SEWeights> se;
+  SEStrategy strategy = SEStrategy::Standard;
+  bool relu_before_se = false;
+  SETail tail = SETail::InPlace;
+  at::Tensor w3, b3;  // conv3's folded weight as [C, C/4] and bias, in the MLP's dtype (the SqueezeFirst tails)
+
+  at::Tensor forward(const at::Tensor& x) const;
+
+  at::Tensor shortcut(const at::Tensor& x) const;
+  at::Tensor branch(const at::Tensor& x) const;
+  at::Tensor merge(const at::Tensor& h, const at::Tensor& other) const;
+  at::Tensor merge_se(const at::Tensor& h, const at::Tensor& shortcut) const;
+  at::Tensor scale_by_se(const at::Tensor& t) const {
+    return se->apply(t);
+  }
+};
+
+}  // namespace sepp::inference
+
+namespace sepp {
+
+struct OptimizedResNet::Impl {
+  ResNetOptions options;
+  c10::ScalarType dtype = at::kFloat;
+  torch::Device device = torch::kCPU;
+  std::string backend = "aten";
+  int64_t num_features = 0;
+  inference::FoldedConv stem;
+  torch::nn::MaxPool2dOptions pool{3};
+  std::vector<inference::Block> blocks;
+  at::Tensor fc_weight, fc_bias;
+  at::Tensor like;  // the stem's dense weight: the device and dtype inputs are checked against
+  std::unique_ptr<inference::GraphCache> graphs;  // CUDA: one graph per input shape (InferenceOptions::cuda_graphs)
+
+  /// The forward pass, op by op, on a channels_last input.
+  at::Tensor eager(const at::Tensor& x) const;
+};
+
+}  // namespace sepp
