@@ -11,6 +11,8 @@
 
 #include <sepp/sepp.h>
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -280,24 +282,19 @@ int main(int argc, char** argv) {
     if (!a.json.empty()) {
       const std::string tmp = a.json + ".tmp";
       {
-        std::ofstream out(tmp);
         const auto info = sepp::build_info();
-        out << std::setprecision(6) << "{\"schema\": \"sepp-bench/1\", \"sepp_version\": \"" << info.version
-            << "\", \"torch_version\": \"" << info.torch_version << "\", \"model\": \"" << a.model << "\", \"device\": \"" << a.device
-            << "\", \"dtype\": \"" << a.dtype << "\", \"image_size\": " << a.image_size
-            << ", \"channels_last\": " << (a.channels_last ? "true" : "false")
-            << ", \"optimized\": " << (a.optimize ? "true" : "false")
-            << ", \"threads\": " << at::get_num_threads() << ", \"warmup\": " << a.warmup
-            << ", \"timer\": \"" << (cuda ? "cuda_event" : "steady_clock") << "\", \"results\": [";
-        for (size_t i = 0; i < results.size(); ++i) {
-          const auto& r = results[i];
-          out << (i ? ", " : "") << "{\"batch\": " << r.batch << ", \"iters\": " << r.iters << ", \"p50_ms\": " << r.p50
-              << ", \"p90_ms\": " << r.p90 << ", \"p99_ms\": " << r.p99 << ", \"images_per_s\": " << r.throughput
-              << ", \"peak_mib\": " << r.peak_mb << ", \"samples_ms\": [";
-          for (size_t j = 0; j < r.samples_ms.size(); ++j) out << (j ? ", " : "") << r.samples_ms[j];
-          out << "]}";
+        nlohmann::json report = {
+            {"schema", "sepp-bench/1"}, {"sepp_version", info.version}, {"torch_version", info.torch_version},
+            {"model", a.model}, {"device", a.device}, {"dtype", a.dtype}, {"image_size", a.image_size},
+            {"channels_last", a.channels_last}, {"optimized", a.optimize}, {"threads", at::get_num_threads()},
+            {"warmup", a.warmup}, {"timer", cuda ? "cuda_event" : "steady_clock"}, {"results", nlohmann::json::array()}};
+        for (const auto& r : results) {
+          report["results"].push_back({{"batch", r.batch}, {"iters", r.iters}, {"p50_ms", r.p50}, {"p90_ms", r.p90},
+                                       {"p99_ms", r.p99}, {"images_per_s", r.throughput}, {"peak_mib", r.peak_mb},
+                                       {"samples_ms", r.samples_ms}});
         }
-        out << "]}\n";
+        std::ofstream out(tmp);
+        out << report.dump() << "\n";
         if (!out) throw std::runtime_error("could not write " + tmp);
       }
       if (std::rename(tmp.c_str(), a.json.c_str()) != 0) throw std::runtime_error("could not write " + a.json);

@@ -9,10 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages (Debian): nlohmann-json for the safetensors header, GoogleTest for the C++ tests, clang with its
-# libFuzzer/sanitizer runtime for fuzzing the weight-file reader.
+# System packages (Debian), for the tests only: GoogleTest for the C++ tests, clang with its libFuzzer/sanitizer
+# runtime for fuzzing the weight-file reader. The build itself needs only PyPI packages and a C++ compiler.
 need=()
-[[ -f /usr/include/nlohmann/json.hpp ]] || need+=(nlohmann-json3-dev)
 [[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
 if ! compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null \
    || ! command -v clang++-14 >/dev/null && ! command -v clang++ >/dev/null; then

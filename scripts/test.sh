@@ -24,6 +24,7 @@ ctest --test-dir build/cpp-tests --output-on-failure
 echo "== fuzzing the safetensors reader for ${SEPP_FUZZ_SECONDS:=60} s (libFuzzer, AddressSanitizer, UBSan)"
 clangxx=$(command -v clang++ || command -v clang++-14)
 CXX="$clangxx" cmake -S tests/fuzz -B build/fuzz "${generator[@]}" -DSEPP_FUZZ_SECONDS="$SEPP_FUZZ_SECONDS" \
+  -DPython_EXECUTABLE="$(command -v "$PY")" \
   >build/fuzz.log 2>&1 || { cat build/fuzz.log; exit 1; }
 cmake --build build/fuzz >>build/fuzz.log 2>&1 || { cat build/fuzz.log; exit 1; }
 rc=0
