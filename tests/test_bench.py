@@ -13,7 +13,9 @@ import torch
 
 import sepp
 import sepp.bench as sb
+import sepp.bench.kernels as sb_kernels
 from safetensors.torch import load_file, save_file
+from sepp.testing import randomize_norms_
 
 
 def _exe() -> str:
@@ -79,7 +81,7 @@ def test_sepp_bench_json_schema(tmp_path):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_sepp_bench_runs_given_weights_on_given_input(tmp_path, channels_last):
-    m = sb.realistic_weights_(sepp.se_resnet18(num_classes=10), seed=3).eval()
+    m = randomize_norms_(sepp.se_resnet18(num_classes=10), seed=3).eval()
     # num_classes differs from the factory default, so the executable must refuse these weights ...
     x = torch.randn(2, 3, 40, 40)
     sepp.save_weights(m, tmp_path / "w.safetensors")
@@ -87,7 +89,7 @@ def test_sepp_bench_runs_given_weights_on_given_input(tmp_path, channels_last):
     p = _run("--model", "se_resnet18", "--weights", str(tmp_path / "w.safetensors"), "--iters", "1")
     assert p.returncode == 1 and "fc.weight" in p.stderr, p.stderr
     # ... and take weights of the right shape, run them on the given input and write the logits.
-    m = sb.realistic_weights_(sepp.se_resnet18(), seed=3).eval()
+    m = randomize_norms_(sepp.se_resnet18(), seed=3).eval()
     sepp.save_weights(m, tmp_path / "w.safetensors")
     extra = ["--channels-last"] if channels_last else []
     p = _run("--model", "se_resnet18", "--weights", str(tmp_path / "w.safetensors"), "--input",
@@ -365,14 +367,6 @@ def test_forward_flops_known_values():
     assert sb.forward_cost("se_resnet50", image_size=448).macs == pytest.approx(4 * se50.macs, rel=0.01)
 
 
-_STANDIN_OPS = {  # plain-torch stand-ins for operators a build of the extension may not have yet
-    "se_squeeze": lambda x, dtype=None: x.mean((2, 3), dtype=dtype),
-    "se_excite": lambda z, w1, b1, w2, b2, gate="sigmoid": torch.sigmoid(
-        torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(z, w1, b1)), w2, b2)),
-    "se_scale": lambda x, s, identity=None, relu=False: torch.relu(x * s[:, :, None, None] + identity),
-}
-
-
 def _kernel_argv(tmp_path, *more):
     # "--contenders sepp --skip sepp": no comparison rows, only the kernels
     return ["--model", "se_resnet50", "--image-size", "64", "--batch-size", "2", "--iters", "2", "--rounds", "2",
@@ -399,8 +393,8 @@ def _check_kernels(k: dict, batch: int, image: int) -> None:
 
 
 def test_compare_kernels(tmp_path, capsys):
-    """--kernels: the "kernels" section, with se_scale timed at the four stage shapes; se_squeeze and se_excite
-    timed where this build registers them, skipped cleanly where it does not."""
+    """--kernels: the "kernels" section, with each of the three SE operators (all registered by this build) checked
+    and timed at the four stage shapes."""
     assert sb.main(_kernel_argv(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "| op | shape | dtype | blocks | MB | MFLOP | median µs | GB/s | of copy | floor µs | status |" in out
@@ -410,30 +404,30 @@ def test_compare_kernels(tmp_path, capsys):
     assert report["schema"] == sb.SCHEMA and report["results"] == [] and report["settings"]["kernels"] is True
     k = report["kernels"]
     _check_kernels(k, batch=2, image=64)
+    assert {r["op"] for r in k["results"]} == set(sb.KERNEL_OPS)
     for op in sb.KERNEL_OPS:
+        assert sb.sepp_op(op) is not None, f"torch.ops.sepp.{op} is not registered"
         rows = [r for r in k["results"] if r["op"] == op]
-        assert len(rows) == 4
-        if op == "se_scale" or sb.sepp_op(op) is not None:
-            assert all(r["status"] == "ok" for r in rows), rows
-        else:
-            assert all(r["status"] == "skipped" and f"no {op}" in r["reason"] for r in rows)
-    assert [f["ops"] for f in k["per_forward"]] == [[op for op in sb.KERNEL_OPS if sb.sepp_op(op) is not None]]
+        assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    assert [f["ops"] for f in k["per_forward"]] == [list(sb.KERNEL_OPS)]
 
 
 def test_compare_kernels_checks_each_operator(tmp_path, monkeypatch):
-    """Every operator path (with plain-torch stand-ins for those this build lacks) is timed; a wrong operator is a
-    mismatch and a broken one a failure, neither timed."""
-    real = sb.sepp_op
-    monkeypatch.setattr(sb, "sepp_op", lambda name: real(name) or _STANDIN_OPS[name])
-    report = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])
-    _check_kernels(report["kernels"], batch=2, image=64)
-    assert all(r["status"] == "ok" for r in report["kernels"]["results"])
-    assert report["kernels"]["per_forward"][0]["ops"] == list(sb.KERNEL_OPS)
+    """An operator the extension lacks is skipped, a wrong one is a mismatch and a broken one a failure, none of them
+    timed; the others are still timed. (The kernels look operators up through sepp.bench.kernels.sepp_op.)"""
+    real = sb_kernels.sepp_op
+    monkeypatch.setattr(sb_kernels, "sepp_op", lambda name: None if name == "se_squeeze" else real(name))
+    k = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])["kernels"]
+    _check_kernels(k, batch=2, image=64)
+    assert {(r["op"], r["status"]) for r in k["results"]} == {("se_squeeze", "skipped"), ("se_excite", "ok"),
+                                                              ("se_scale", "ok")}
+    assert all("torch.ops.sepp has no se_squeeze" in r["reason"] for r in k["results"] if r["op"] == "se_squeeze")
+    assert [f["ops"] for f in k["per_forward"]] == [["se_excite", "se_scale"]]
 
     def broken(*a):
         raise RuntimeError("no kernel for this\nmore")
     swap = {"se_squeeze": lambda x, dtype=None: x.sum((2, 3)), "se_excite": broken}
-    monkeypatch.setattr(sb, "sepp_op", lambda name: swap.get(name) or real(name) or _STANDIN_OPS[name])
+    monkeypatch.setattr(sb_kernels, "sepp_op", lambda name: swap.get(name) or real(name))
     k = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])["kernels"]
     _check_kernels(k, batch=2, image=64)
     by_op = {}
