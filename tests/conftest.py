@@ -1,13 +1,17 @@
-"""Shared helpers: fresh random inputs every run (the seed is printed so a failure can be replayed), and weight copies
-between sepp's C++-backed models and the pure-Python reference."""
+"""pytest hooks and fixtures: fresh random inputs every run, the seed printed so a failure can be replayed with
+SEPP_TEST_SEED. The shared functions and constants are in helpers.py (test files import from there, not from here)."""
 
 from __future__ import annotations
 
 import os
 import random
+import zlib
 
 import pytest
 import torch
+
+# Re-exported for tests/test_train.py, which still does `from conftest import rel_err`; new code imports helpers.
+from helpers import rel_err  # noqa: F401
 
 SEED = int(os.environ.get("SEPP_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
@@ -16,41 +20,14 @@ def pytest_report_header(config):
     return f"sepp tests: random seed {SEED} (replay with SEPP_TEST_SEED={SEED})"
 
 
+def seed_of(nodeid: str) -> int:
+    """The seed of the test ``nodeid`` in this run: SEED plus a hash of the node id that is the same in every process
+    (crc32; Python's str hash is salted per process), so SEPP_TEST_SEED replays every test's values."""
+    return SEED + zlib.crc32(nodeid.encode("utf-8"))
+
+
 @pytest.fixture(autouse=True)
 def _seeded(request):
     # A fresh seed per run, distinct per test; reproducible through SEPP_TEST_SEED.
-    torch.manual_seed(SEED + hash(request.node.nodeid) % 100_003)
+    torch.manual_seed(seed_of(request.node.nodeid))
     yield
-
-
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Random values in every parameter and buffer (BN statistics positive), so no zero-initialised BN or bias can hide
-    a difference between two implementations."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            one = 1.0 if (p.dim() == 1 and name.endswith("weight")) else 0.0  # BN scales around 1
-            p.copy_(torch.randn_like(p) * (0.5 if p.dim() > 1 else 0.2) + one)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn_like(b) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand_like(b) + 0.5)
-    # Keep activations O(1) through deep networks: scale each conv by 1/sqrt(fan_in).
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 4:
-                p.mul_(1.0 / (p[0].numel() ** 0.5))
-            elif p.dim() == 2:
-                p.mul_(1.0 / (p.shape[1] ** 0.5))
-    return model
-
-
-def copy_state(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    """dst gets src's parameters and buffers; strict (same names and shapes)."""
-    dst.load_state_dict(src.state_dict(), strict=True)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max(|b|, tiny): one number for 'agree to 1e-10 relative'."""
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) if b.numel() else 0.0

@@ -10,9 +10,7 @@ import torch
 import sepp
 import sepp.reference as ref
 from sepp.convert import convert_state_dict, create_from_checkpoint, layout_options
-from conftest import randomize_, rel_err
-
-timm = pytest.importorskip("timm")
+from helpers import randomize_, rel_err
 
 
 @pytest.mark.parametrize("ours,theirs", [
@@ -24,6 +22,7 @@ timm = pytest.importorskip("timm")
 ])
 @pytest.mark.parametrize("layout", ["timm_legacy", "cadene"])
 def test_legacy_caffe_senet_checkpoints(ours, theirs, layout):
+    timm = pytest.importorskip("timm")
     # Cadene's pretrainedmodels have the same layout as timm's legacy port (layer0, se_module, last_linear).
     source = randomize_(timm.create_model(theirs, pretrained=False)).double().eval()
     m = create_from_checkpoint(ours, source.state_dict(), layout).double().eval()
@@ -37,6 +36,7 @@ def test_legacy_caffe_senet_checkpoints(ours, theirs, layout):
 
 
 def test_without_the_layout_options_the_outputs_differ():
+    timm = pytest.importorskip("timm")
     # The options are what makes the legacy weights right: without them the same tensors give other outputs.
     source = randomize_(timm.create_model("legacy_seresnet50", pretrained=False)).double().eval()
     plain = sepp.se_resnet50().double().eval()
@@ -70,6 +70,7 @@ def test_senet_pytorch_checkpoints():
 
 def test_torchvision_and_timm_layouts_load_as_they_are():
     torchvision = pytest.importorskip("torchvision")
+    timm = pytest.importorskip("timm")
     tv = randomize_(torchvision.models.resnet50(weights=None)).double().eval()
     m = create_from_checkpoint("resnet50", tv.state_dict(), "torchvision").double().eval()
     t = randomize_(timm.create_model("seresnet50", pretrained=False, num_classes=10)).double().eval()

@@ -13,10 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-timm = pytest.importorskip("timm")
-pytest.importorskip("huggingface_hub")
-
-from conftest import randomize_  # noqa: E402
+from helpers import randomize_
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -48,6 +45,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_offline(tmp_path, *args):
+    pytest.importorskip("huggingface_hub")  # pretrained= downloads through it
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     env.pop("HF_HOME", None)
@@ -59,6 +57,7 @@ def run_offline(tmp_path, *args):
     ("se_resnet50", "timm/legacy_seresnet50.in1k", "legacy_seresnet50"),
 ])
 def test_pretrained_from_the_offline_hub_cache(tmp_path, name, repo, arch):
+    timm = pytest.importorskip("timm")
     source = randomize_(timm.create_model(arch, pretrained=False)).eval()
     fake_hub_repo(tmp_path / "hub", repo, source, arch)
     proc = run_offline(tmp_path, name, repo, str(tmp_path / "out.pt"))
@@ -74,6 +73,7 @@ def test_pretrained_from_the_offline_hub_cache(tmp_path, name, repo, arch):
 
 
 def test_pretrained_with_another_num_classes_gets_a_fresh_head(tmp_path):
+    timm = pytest.importorskip("timm")
     repo = "timm/seresnet50.a1_in1k"
     fake_hub_repo(tmp_path / "hub", repo, timm.create_model("seresnet50", pretrained=False), "seresnet50")
     proc = run_offline(tmp_path, "se_resnet50", repo, str(tmp_path / "out.pt"), "7")

@@ -12,7 +12,7 @@ import torch
 
 import sepp
 import sepp.reference as reference
-from conftest import copy_state, randomize_, rel_err
+from helpers import copy_state, randomize_, rel_err
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -116,33 +116,41 @@ def test_weights_are_a_copy_taken_at_optimization():
 
 # ----------------------------------------------------------------------------------------------------- bad input
 
-def _message(fn):
-    with pytest.raises(Exception) as e:
+def _message(fn, exc, match):
+    """The type and first line of the error fn raises, which must be exc with a message matching match."""
+    with pytest.raises(exc, match=match) as e:
         fn()
     return type(e.value), str(e.value).split("\n")[0]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: torch.randn(1, 4, 64, 64),                      # channel count
-    lambda: torch.randn(3, 64, 64),                         # rank
-    lambda: torch.randn(1, 3, 64, 64, dtype=torch.float64),  # dtype
-    lambda: torch.randint(0, 255, (1, 3, 64, 64)),          # integers
-    lambda: torch.randn(1, 3, 64, 64, device="meta"),       # device
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: torch.randn(1, 4, 64, 64), ValueError,  # channel count
+     r"^ResNet: expected 3 input channels, got 4 \(input shape \[1, 4, 64, 64\]\)"),
+    (lambda: torch.randn(3, 64, 64), ValueError,  # rank
+     r"^ResNet: expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[3, 64, 64\]"),
+    (lambda: torch.randn(1, 3, 64, 64, dtype=torch.float64), TypeError,  # dtype
+     r"^ResNet: expected a Float input \(the weights' dtype\), got Double"),
+    (lambda: torch.randint(0, 255, (1, 3, 64, 64)), TypeError,  # integers
+     r"^ResNet: expected a floating-point input, got Long"),
+    (lambda: torch.randn(1, 3, 64, 64, device="meta"), ValueError,  # device
+     r"^ResNet: expected the input on cpu \(where the weights are\), got meta"),
 ], ids=["channels", "rank", "dtype", "integer", "device"])
-def test_bad_input_gives_the_same_error_as_eager(make):
+def test_bad_input_gives_the_same_error_as_eager(make, exc, match):
     m = _pair("se_resnet18")
     o = sepp.optimize_for_inference(m)
     x = make()
-    kind, msg = _message(lambda: m(x))
+    kind, msg = _message(lambda: m(x), exc, match)
     assert kind in (ValueError, TypeError)
-    assert _message(lambda: o(x)) == (kind, msg)
+    assert _message(lambda: o(x), exc, match) == (kind, msg)
 
 
 def test_bfloat16_model_wants_bfloat16_input_like_eager():
     m = _pair("se_resnet18")
     o = sepp.optimize_for_inference(m, dtype=torch.bfloat16)
     x = torch.randn(1, 3, 64, 64)
-    assert _message(lambda: o(x)) == _message(lambda: copy.deepcopy(m).bfloat16()(x))
+    match = r"^ResNet: expected a BFloat16 input \(the weights' dtype\), got Float"
+    assert _message(lambda: o(x), TypeError, match) == _message(lambda: copy.deepcopy(m).bfloat16()(x), TypeError,
+                                                                 match)
 
 
 def test_bad_arguments():

@@ -13,7 +13,7 @@ from torch import nn
 
 import sepp
 import sepp.reference as ref
-from conftest import randomize_, rel_err
+from helpers import copy_state, randomize_, rel_err
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,29 @@ def test_is_a_module_and_every_move_returns_the_module(small):
 
 
 def test_dtype_and_memory_format_moves_reach_cpp(small):
-    m = sepp.ResNet(**small).eval()
+    m = randomize_(sepp.ResNet(**small)).eval()  # random weights: no zero-initialised branch hides a difference
     weight = m.conv1.weight
     m.double()
     assert m.conv1.weight is weight and weight.dtype == torch.float64  # same tensor object, new data
     assert all(t.dtype == torch.float64 for t in m.state_dict().values() if t.is_floating_point())
-    y = m(torch.randn(2, 3, 32, 32, dtype=torch.float64))  # C++ computes with the moved weights
+    r = ref.ResNet(**small).double().eval()
+    copy_state(m, r)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x)  # C++ computes with the moved weights
+        expected = r(x)
     assert y.dtype == torch.float64
+    assert rel_err(y, expected) < 1e-10
     m.to(memory_format=torch.channels_last)
     assert m.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    y2 = m(torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    with torch.no_grad():
+        y2 = m(x)
+        y3 = m(x.contiguous(memory_format=torch.channels_last))
     assert y2.shape == (2, 10)
+    # The channels_last weights give the contiguous forward's values and the float64 reference's, for either input.
+    for out in (y2, y3):
+        assert out.dtype == torch.float64
+        assert rel_err(out, y) < 1e-12 and rel_err(out, expected) < 1e-10
 
 
 def test_train_eval_flags_live_in_cpp(small):
@@ -154,7 +166,16 @@ def test_repr_shows_the_structure_and_options_are_attributes(small):
     assert m.num_classes == 1000 and m.layers == (3, 4, 6, 3) and m.block == "bottleneck"
     assert m.se == (True, True, True, True) and m.reduction == 16 and m.squeeze == "avg"
     se = m.layer1[0].se
-    assert isinstance(se, sepp.SEBlock) and se.channels == 256 and se.gate == se.gate  # method, not option
+    assert isinstance(se, sepp.SEBlock) and se.channels == 256 and callable(se.gate)  # method, not option
+    # ... and the method computes the excitation: the pure-Python reference's, in float64, with the same weights.
+    randomize_(se.double())
+    r = ref.SEBlock(256).double()
+    r.load_state_dict(se.state_dict())
+    x = torch.randn(2, 256, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        gate, expected = se.gate(x), r.gate(x)
+    assert gate.shape == (2, 256, 1, 1) == expected.shape and gate.dtype == torch.float64
+    assert rel_err(gate, expected) < 1e-10
     assert m.layer1[0].planes == 64 and len(m.layer3) == 6
     with pytest.raises(AttributeError):
         m.no_such_option
@@ -205,8 +226,7 @@ def test_submodules_are_callable(small):
 
 
 # ---------------------------------------------------------------------------- timm / torchvision checkpoints
-timm = pytest.importorskip("timm")
-torchvision = pytest.importorskip("torchvision")
+# Each test that needs timm or torchvision imports it itself: without them only those tests skip.
 
 
 @pytest.mark.parametrize("ours,theirs,kwargs", [
@@ -216,6 +236,7 @@ torchvision = pytest.importorskip("torchvision")
     ("resnet50", "resnet50", {}),
 ])
 def test_loads_timm_state_dicts_strictly_and_matches_outputs(ours, theirs, kwargs):
+    timm = pytest.importorskip("timm")
     t = randomize_(timm.create_model(theirs, pretrained=False)).double().eval()
     m = sepp.create_model(ours, **kwargs).double().eval()
     assert n_params(m) == n_params(t)
@@ -227,6 +248,7 @@ def test_loads_timm_state_dicts_strictly_and_matches_outputs(ours, theirs, kwarg
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_loads_torchvision_state_dicts_strictly_and_matches_outputs(name):
+    torchvision = pytest.importorskip("torchvision")
     t = randomize_(getattr(torchvision.models, name)(weights=None)).double().eval()
     m = sepp.create_model(name).double().eval()
     m.load_state_dict(t.state_dict(), strict=True)

@@ -10,7 +10,7 @@ import torch
 
 import sepp
 import sepp.reference as ref
-from conftest import copy_state, randomize_, rel_err
+from helpers import copy_state, randomize_, rel_err
 
 TOL64 = 1e-10
 

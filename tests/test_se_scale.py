@@ -8,14 +8,8 @@ import torch
 from torch.library import opcheck
 
 import sepp
+from helpers import DEVICES, cuda_only
 from sepp.ops import se_scale
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-_skip_without_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def cuda_only(f):
-    return pytest.mark.cuda(_skip_without_cuda(f))
 
 
 def formula(x, s, identity=None, relu=False):

@@ -17,7 +17,7 @@ import torch
 
 import sepp
 from sepp import _C
-from conftest import randomize_
+from helpers import randomize_
 
 SMALL = dict(block="basic", layers=(1, 1, 1, 1), num_classes=5, se=True)
 

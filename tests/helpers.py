@@ -1,0 +1,60 @@
+"""What several test files share: the devices to run on, the CUDA-only mark, random weights and the relative error
+(from sepp.testing, the one copy the tests and the comparison use), weight copies between sepp's C++-backed models
+and the pure-Python reference, and the operator tests' dtypes, tolerances, ids and NaN-poisoned allocations.
+
+Plain functions and constants: test files import them (``from helpers import ...``); conftest.py holds only the
+pytest hooks and fixtures."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from sepp.testing import randomize_, randomize_norms_, rel_err
+
+__all__ = ["DEVICES", "DTYPES", "TOL", "copy_state", "cuda_only", "dtype_id", "poisoned_memory", "randomize_",
+           "randomize_norms_", "rel_err", "shape_id"]
+
+# "cpu", and "cuda" where a GPU is present: the device parameter of the operator tests.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+_skip_without_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# The operators' relative error bounds against a float64 formula (inputs rounded to the dtype first, so only the
+# op's own error), and the dtypes they are tested in.
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def cuda_only(f):
+    """Mark a test ``cuda`` and skip it where no CUDA device is."""
+    return pytest.mark.cuda(_skip_without_cuda(f))
+
+
+def dtype_id(d: torch.dtype) -> str:
+    return str(d).replace("torch.", "")
+
+
+def shape_id(s) -> str:
+    return "x".join(map(str, s))
+
+
+def copy_state(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """dst gets src's parameters and buffers; strict (same names and shapes)."""
+    dst.load_state_dict(src.state_dict(), strict=True)
+
+
+@contextlib.contextmanager
+def poisoned_memory():
+    """Every new tensor torch allocates is filled with NaN (torch's deterministic mode), so an output element a
+    kernel forgets to write shows up as NaN."""
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    det = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.use_deterministic_algorithms(det)
