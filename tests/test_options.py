@@ -77,7 +77,8 @@ def test_options_read_back_what_was_given_by_position_or_by_name():
         "channels": 64, "reduction": 16, "rd_channels": None, "rd_divisor": 8, "squeeze": "avg", "gate": "sigmoid",
         "bias": True}
     block = sepp.Bottleneck(64, 16, se=True, se_bias=False)
-    assert block.se.fc1.bias is None and block.options["se_bias"] is False
+    assert [n for n, _ in block.se.named_parameters()] == ["fc1.weight", "fc2.weight"]
+    assert block.options["se_bias"] is False
 
 
 @pytest.mark.parametrize("make,error,match", [

@@ -8,7 +8,7 @@ readable as attributes (``m.num_classes``, ``m.layers``, ``se.reduction``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -36,6 +36,11 @@ class _OptionsModule(TypedCppModule):
 
     def __init__(self, *args: Any, **options: Any) -> None:
         super().__init__(self._cpp_type(*args, **options))
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """The module's options by name: ``type(m)(**m.options)`` builds a model of the same shape."""
+        return dict(self._cpp.options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._cpp.forward(x)
