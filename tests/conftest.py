@@ -10,9 +10,6 @@ import zlib
 import pytest
 import torch
 
-# Re-exported for tests/test_train.py, which still does `from conftest import rel_err`; new code imports helpers.
-from helpers import rel_err  # noqa: F401
-
 SEED = int(os.environ.get("SEPP_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
 

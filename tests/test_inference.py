@@ -12,9 +12,7 @@ import torch
 
 import sepp
 import sepp.reference as reference
-from helpers import copy_state, randomize_, rel_err
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from helpers import copy_state, cuda_only, randomize_, rel_err
 
 
 def _pair(name: str, **kw):
@@ -233,11 +231,7 @@ def test_no_heap_growth_over_1000_calls():
     assert after - before < 4096, f"RSS grew by {after - before} KiB over 1000 calls"
 
 
-def cuda_test(f):
-    return cuda(pytest.mark.cuda(f))
-
-
-@cuda_test
+@cuda_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_cuda(dtype, batch):
@@ -251,7 +245,7 @@ def test_cuda(dtype, batch):
         assert rel_err(got, m(x)) < (1e-4 if dtype == torch.float32 else 2e-2)
 
 
-@cuda_test
+@cuda_only
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d"])
 def test_cuda_float64_matches_the_reference(name, batch):
@@ -267,7 +261,7 @@ def test_cuda_float64_matches_the_reference(name, batch):
     assert o.cuda_graphs_captured == 1
 
 
-@cuda_test
+@cuda_only
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_cuda_options_match_eager(options):
     m = _pair("se_resnet50", **options).cuda()
@@ -277,7 +271,7 @@ def test_cuda_options_match_eager(options):
         assert rel_err(o(x), m(x)) < 1e-4
 
 
-@cuda_test
+@cuda_only
 def test_cuda_graphs_capture_once_per_shape_and_return_fresh_outputs():
     m = _pair("se_resnet50").cuda()
     o = sepp.optimize_for_inference(m)
@@ -302,7 +296,7 @@ def test_cuda_graphs_capture_once_per_shape_and_return_fresh_outputs():
         assert o.cuda_graphs_captured == 2
 
 
-@cuda_test
+@cuda_only
 def test_cuda_graphs_from_several_threads():
     m = _pair("se_resnet50").cuda()
     o = sepp.optimize_for_inference(m)
@@ -326,7 +320,7 @@ def test_cuda_graphs_from_several_threads():
         assert rel_err(g, w) < 1e-4
 
 
-@cuda_test
+@cuda_only
 def test_cuda_eager_training_matches_the_reference():
     """The eager model on CUDA (sepp::se_squeeze / se_excite / se_scale kernels and their backward) against the
     reference on the CPU, float64, train mode: outputs and every gradient."""

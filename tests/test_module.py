@@ -13,7 +13,7 @@ from torch import nn
 
 import sepp
 import sepp.reference as ref
-from helpers import copy_state, randomize_, rel_err
+from helpers import copy_state, cuda_only, randomize_, rel_err
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +257,7 @@ def test_loads_torchvision_state_dicts_strictly_and_matches_outputs(name):
         assert rel_err(m(x), t(x)) < 1e-10
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@cuda_only
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)],
                          ids=["f32", "f16", "bf16"])
 def test_cuda_moves_and_forward_match_cpu(dtype, tol):

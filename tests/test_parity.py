@@ -3,8 +3,6 @@ and BN running statistics agree to 1e-10 relative; float32 and channels_last to 
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
