@@ -12,6 +12,17 @@ if [[ "${SEPP_USE_SYSTEM_PYTHON:-0}" == "1" ]]; then PY=${SEPP_PYTHON:-python3};
 sepp_dir=$(cd /tmp && "$PY" -c 'import os, sepp; print(os.path.dirname(sepp.__file__))')
 generator=(); command -v ninja >/dev/null && generator=(-G Ninja)
 
+echo "== style: ruff (Python), clang-format (C++ and CUDA), as configured in pyproject.toml and .clang-format"
+if "$PY" -m ruff --version >/dev/null 2>&1 && command -v clang-format >/dev/null; then
+  "$PY" -m ruff check --quiet . && "$PY" -m ruff format --check --quiet . \
+    || { echo "style: run \`ruff check --fix . && ruff format .\`" >&2; exit 1; }
+  find csrc bench tests/cpp tests/fuzz examples -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
+    | xargs clang-format --dry-run --Werror --style=file \
+    || { echo "style: run clang-format -i on the files above" >&2; exit 1; }
+else
+  echo "   skipped: ruff or clang-format is not installed (requirements-dev.txt has both)"
+fi
+
 echo "== C++ tests and the example app, against the installed package in $sepp_dir"
 for project in tests/cpp:build/cpp-tests examples/cpp:build/example; do
   src=${project%%:*}; bin=${project##*:}
