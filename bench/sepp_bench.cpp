@@ -103,7 +103,8 @@ Args parse(int argc, char** argv) {
       a.image_size = parse_int(f, value(), 32);
     } else if (f == "--device") {
       a.device = value();
-      if (a.device != "cpu" && a.device != "cuda") throw UsageError("--device: expected cpu or cuda, got '" + a.device + "'");
+      if (a.device != "cpu" && a.device != "cuda")
+        throw UsageError("--device: expected cpu or cuda, got '" + a.device + "'");
     } else if (f == "--dtype") {
       a.dtype = value();
       if (a.dtype != "float32" && a.dtype != "float16" && a.dtype != "bfloat16")
@@ -196,8 +197,8 @@ int main(int argc, char** argv) {
         if (name == "input") given = t;
       if (!given.defined()) throw std::runtime_error("--input " + a.input + ": no tensor named 'input' in the file");
       if (given.dim() != 4 || given.size(1) != 3)
-        throw std::runtime_error("--input " + a.input + ": expected a tensor of shape [N, 3, H, W], got " +
-                                 c10::str(given.sizes()));
+        throw std::runtime_error(
+            "--input " + a.input + ": expected a tensor of shape [N, 3, H, W], got " + c10::str(given.sizes()));
       a.batch_sizes = {given.size(0)};
       a.image_size = given.size(2);
     }
@@ -263,14 +264,15 @@ int main(int argc, char** argv) {
       }
 #endif
       const double p50 = percentile(ms, 0.5);
-      results.push_back({batch, p50, percentile(ms, 0.9), percentile(ms, 0.99), 1000.0 * batch / p50, peak,
-                         static_cast<int>(ms.size()), ms});
+      results.push_back(
+          {batch, p50, percentile(ms, 0.9), percentile(ms, 0.99), 1000.0 * batch / p50, peak,
+           static_cast<int>(ms.size()), ms});
     }
 
     std::cout << "sepp-bench  model=" << a.model << "  device=" << a.device << "  dtype=" << a.dtype
               << "  image=" << a.image_size << "  channels_last=" << (a.channels_last ? "yes" : "no")
-              << "  optimized=" << (a.optimize ? "yes" : "no")
-              << "  threads=" << at::get_num_threads() << "  warmup=" << a.warmup << "\n\n";
+              << "  optimized=" << (a.optimize ? "yes" : "no") << "  threads=" << at::get_num_threads()
+              << "  warmup=" << a.warmup << "\n\n";
     std::cout << "| batch | iters | p50 ms | p90 ms | p99 ms | img/s | peak " << (cuda ? "CUDA alloc" : "RSS")
               << " MiB |\n|---:|---:|---:|---:|---:|---:|---:|\n";
     std::cout << std::fixed;
@@ -284,14 +286,29 @@ int main(int argc, char** argv) {
       {
         const auto info = sepp::build_info();
         nlohmann::json report = {
-            {"schema", "sepp-bench/1"}, {"sepp_version", info.version}, {"torch_version", info.torch_version},
-            {"model", a.model}, {"device", a.device}, {"dtype", a.dtype}, {"image_size", a.image_size},
-            {"channels_last", a.channels_last}, {"optimized", a.optimize}, {"threads", at::get_num_threads()},
-            {"warmup", a.warmup}, {"timer", cuda ? "cuda_event" : "steady_clock"}, {"results", nlohmann::json::array()}};
+            {"schema", "sepp-bench/1"},
+            {"sepp_version", info.version},
+            {"torch_version", info.torch_version},
+            {"model", a.model},
+            {"device", a.device},
+            {"dtype", a.dtype},
+            {"image_size", a.image_size},
+            {"channels_last", a.channels_last},
+            {"optimized", a.optimize},
+            {"threads", at::get_num_threads()},
+            {"warmup", a.warmup},
+            {"timer", cuda ? "cuda_event" : "steady_clock"},
+            {"results", nlohmann::json::array()}};
         for (const auto& r : results) {
-          report["results"].push_back({{"batch", r.batch}, {"iters", r.iters}, {"p50_ms", r.p50}, {"p90_ms", r.p90},
-                                       {"p99_ms", r.p99}, {"images_per_s", r.throughput}, {"peak_mib", r.peak_mb},
-                                       {"samples_ms", r.samples_ms}});
+          report["results"].push_back(
+              {{"batch", r.batch},
+               {"iters", r.iters},
+               {"p50_ms", r.p50},
+               {"p90_ms", r.p90},
+               {"p99_ms", r.p99},
+               {"images_per_s", r.throughput},
+               {"peak_mib", r.peak_mb},
+               {"samples_ms", r.samples_ms}});
         }
         std::ofstream out(tmp);
         out << report.dump() << "\n";

@@ -31,8 +31,7 @@ SEStrategy parse_se_strategy(const std::string& name) {
   if (name == "pre") return SEStrategy::Pre;
   if (name == "post") return SEStrategy::Post;
   if (name == "identity") return SEStrategy::Identity;
-  TORCH_CHECK_VALUE(
-      false, "expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got '", name, "'");
+  TORCH_CHECK_VALUE(false, "expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got '", name, "'");
 }
 
 namespace {
@@ -49,10 +48,9 @@ void build_shortcut_and_se(Impl& self, const BlockOptions& o, int64_t outplanes)
   self.downsample = nullptr;
   if (o.stride() != 1 || o.inplanes() != outplanes) {
     self.downsample = self.register_module(
-        "downsample",
-        nn::Sequential(
-            nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).stride(o.stride()).bias(false)),
-            nn::BatchNorm2d(outplanes)));
+        "downsample", nn::Sequential(
+                          nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).stride(o.stride()).bias(false)),
+                          nn::BatchNorm2d(outplanes)));
   }
 }
 
@@ -76,12 +74,8 @@ struct EagerBlock {
   Impl& m;
   Branch run_branch;
 
-  torch::Tensor shortcut(const torch::Tensor& x) const {
-    return m.downsample ? m.downsample->forward(x) : x;
-  }
-  torch::Tensor branch(const torch::Tensor& x) const {
-    return run_branch(x);
-  }
+  torch::Tensor shortcut(const torch::Tensor& x) const { return m.downsample ? m.downsample->forward(x) : x; }
+  torch::Tensor branch(const torch::Tensor& x) const { return run_branch(x); }
   torch::Tensor merge(torch::Tensor u, const torch::Tensor& other) const {
     if (m.se && m.options.relu_before_se()) {
       return (torch::relu(u) + other).relu_();  // relu's backward needs its output: no in-place add on it
@@ -95,9 +89,7 @@ struct EagerBlock {
     // relu(U * s + identity) in one pass: the SE scale fused with the residual sum and the ReLU.
     return ops::se_scale(u, m.se->gate(u), shortcut, /*relu=*/true);
   }
-  torch::Tensor scale_by_se(const torch::Tensor& t) const {
-    return m.se->forward(t);
-  }
+  torch::Tensor scale_by_se(const torch::Tensor& t) const { return m.se->forward(t); }
 };
 
 template <typename Impl, typename Branch>
@@ -149,8 +141,7 @@ void BottleneckImpl::reset() {
   const int64_t outplanes = options.planes() * expansion;
   const int64_t s1 = options.stride_in_1x1() ? options.stride() : 1;
   const int64_t s3 = options.stride_in_1x1() ? 1 : options.stride();
-  conv1 = register_module(
-      "conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), width, 1).stride(s1).bias(false)));
+  conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), width, 1).stride(s1).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(width));
   conv2 = register_module(
       "conv2",

@@ -14,8 +14,8 @@ namespace nn = torch::nn;
 
 void ResNetOptions::validate() const {
   TORCH_CHECK_VALUE(
-      block_ == "basic" || block_ == "bottleneck", "ResNet: expected block to be 'basic' or 'bottleneck', got '", block_,
-      "'");
+      block_ == "basic" || block_ == "bottleneck", "ResNet: expected block to be 'basic' or 'bottleneck', got '",
+      block_, "'");
   TORCH_CHECK_VALUE(layers_.size() == 4, "ResNet: expected 4 stage depths in layers, got ", layers_.size());
   for (auto n : layers_) {
     TORCH_CHECK_VALUE(n >= 1, "ResNet: expected every stage depth >= 1, got layers = ", c10::IntArrayRef(layers_));
@@ -25,8 +25,7 @@ void ResNetOptions::validate() const {
       se_stages_.size(), " entries");
   TORCH_CHECK_VALUE(num_classes_ >= 0, "ResNet: expected num_classes >= 0, got ", num_classes_);
   TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
-  TORCH_CHECK_VALUE(
-      drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
+  TORCH_CHECK_VALUE(drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
@@ -38,7 +37,12 @@ void ResNetImpl::reset() {
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
-  maxpool = register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(options.stem_pool_ceil_mode() ? 0 : 1).ceil_mode(options.stem_pool_ceil_mode())));
+  maxpool = register_module(
+      "maxpool", nn::MaxPool2d(
+                     nn::MaxPool2dOptions(3)
+                         .stride(2)
+                         .padding(options.stem_pool_ceil_mode() ? 0 : 1)
+                         .ceil_mode(options.stem_pool_ceil_mode())));
   int64_t inplanes = 64;
   const auto& l = options.layers();
   layer1 = register_module("layer1", make_layer(0, 64, l[0], 1, inplanes));
@@ -51,11 +55,7 @@ void ResNetImpl::reset() {
 }
 
 nn::Sequential ResNetImpl::make_layer(
-    int64_t stage,
-    int64_t planes,
-    int64_t blocks,
-    int64_t stride,
-    int64_t& inplanes) {
+    int64_t stage, int64_t planes, int64_t blocks, int64_t stride, int64_t& inplanes) {
   nn::Sequential layer;
   const bool basic = options.block() == "basic";
   for (int64_t i = 0; i < blocks; ++i) {

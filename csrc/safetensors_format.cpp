@@ -79,13 +79,15 @@ Parsed parse(const char* bytes, uint64_t size) {
     e.begin = (*off)[0].get<uint64_t>();
     e.end = (*off)[1].get<uint64_t>();
     if (e.begin > e.end || e.end > data_len) {
-      fail("entry '", name, "': data_offsets [", e.begin, ", ", e.end, "] out of range (data section has ", data_len,
-           " bytes)");
+      fail(
+          "entry '", name, "': data_offsets [", e.begin, ", ", e.end, "] out of range (data section has ", data_len,
+          " bytes)");
     }
     uint64_t nbytes = 0;
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(e.element_size), &nbytes) || nbytes != e.end - e.begin) {
-      fail("entry '", name, "': ", e.dtype, " of shape ", sh->dump(), " needs ", nbytes,
-           " bytes but data_offsets give ", e.end - e.begin);
+      fail(
+          "entry '", name, "': ", e.dtype, " of shape ", sh->dump(), " needs ", nbytes, " bytes but data_offsets give ",
+          e.end - e.begin);
     }
     parsed.entries.push_back(std::move(e));
   }

@@ -18,8 +18,8 @@ void SEBlockOptions::validate() const {
   TORCH_CHECK_VALUE(channels_ >= 1, "SEBlock: expected channels >= 1, got ", channels_);
   if (rd_channels_ == 0) {
     TORCH_CHECK_VALUE(
-        reduction_ >= 1 && reduction_ <= channels_,
-        "SEBlock: expected 1 <= reduction <= channels (", channels_, "), got reduction = ", reduction_);
+        reduction_ >= 1 && reduction_ <= channels_, "SEBlock: expected 1 <= reduction <= channels (", channels_,
+        "), got reduction = ", reduction_);
   } else {
     TORCH_CHECK_VALUE(rd_channels_ >= 1, "SEBlock: expected rd_channels >= 1 (or 0 to derive it), got ", rd_channels_);
   }
@@ -91,7 +91,8 @@ void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& 
       x.device());
   // Under torch.autocast the activations are in the autocast dtype while the weights stay in float32.
   const auto dev = x.device().type();
-  const bool autocast = at::autocast::is_autocast_enabled(dev) && x.scalar_type() == at::autocast::get_autocast_dtype(dev);
+  const bool autocast =
+      at::autocast::is_autocast_enabled(dev) && x.scalar_type() == at::autocast::get_autocast_dtype(dev);
   TORCH_CHECK_TYPE(
       x.scalar_type() == like.scalar_type() || autocast, who, ": expected a ", like.scalar_type(),
       " input (the weights' dtype), got ", x.scalar_type());
@@ -102,8 +103,8 @@ torch::Tensor SEBlockImpl::excite(const torch::Tensor& z) {
   // The FCs act on a [N, C] vector: the 1x1 kernels viewed as [out, in] matrices, FC-ReLU-FC-gate in one operator.
   using ops::detail::defined_or_nullopt;
   const auto s = ops::se_excite(
-      z.reshape({n, -1}), fc1->weight.flatten(1), defined_or_nullopt(fc1->bias), fc2->weight.flatten(1), defined_or_nullopt(fc2->bias),
-      options.gate());
+      z.reshape({n, -1}), fc1->weight.flatten(1), defined_or_nullopt(fc1->bias), fc2->weight.flatten(1),
+      defined_or_nullopt(fc2->bias), options.gate());
   return s.reshape({n, -1, 1, 1});
 }
 

@@ -11,8 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <set>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <unistd.h>
@@ -46,8 +46,9 @@ const DType& dtype_of(torch::ScalarType t, const std::string& path, const std::s
   for (const auto& d : kDTypes) {
     if (d.type == t) return d;
   }
-  TORCH_CHECK_TYPE(false, "sepp::save_weights('", path, "'): tensor '", tensor, "' has dtype ", t,
-                   ", which safetensors cannot hold here");
+  TORCH_CHECK_TYPE(
+      false, "sepp::save_weights('", path, "'): tensor '", tensor, "' has dtype ", t,
+      ", which safetensors cannot hold here");
 }
 
 std::string read_file(const std::string& path) {
@@ -115,8 +116,9 @@ void write_safetensors(const NamedTensors& tensors, const std::string& path) {
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = ok ? errno : write_errno;
     std::remove(tmp.c_str());
-    TORCH_CHECK_VALUE(false, "sepp::save_weights('", path, "'): writing failed: ", std::strerror(err),
-                      "; the previous file (if any) is unchanged");
+    TORCH_CHECK_VALUE(
+        false, "sepp::save_weights('", path, "'): writing failed: ", std::strerror(err),
+        "; the previous file (if any) is unchanged");
   }
 }
 
@@ -163,8 +165,8 @@ void load_weights(torch::nn::Module& module, const std::string& path) {
   TORCH_CHECK_VALUE(
       unexpected.empty() && missing.empty() && mismatched.empty(), "sepp::load_weights('", path,
       "'): the file does not match the module", missing.empty() ? "" : "; missing: ", join(missing),
-      unexpected.empty() ? "" : "; unexpected: ", join(unexpected), mismatched.empty() ? "" : "; shape mismatch: ",
-      join(mismatched), "; the module is unchanged");
+      unexpected.empty() ? "" : "; unexpected: ", join(unexpected),
+      mismatched.empty() ? "" : "; shape mismatch: ", join(mismatched), "; the module is unchanged");
   torch::NoGradGuard no_grad;  // every check passed: now copy
   for (const auto& [name, target] : state) {
     target.copy_(*in_file.at(name));

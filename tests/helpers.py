@@ -14,8 +14,19 @@ import torch
 
 from sepp.testing import randomize_, randomize_norms_, rel_err
 
-__all__ = ["DEVICES", "DTYPES", "TOL", "copy_state", "cuda_only", "dtype_id", "poisoned_memory", "randomize_",
-           "randomize_norms_", "rel_err", "shape_id"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "TOL",
+    "copy_state",
+    "cuda_only",
+    "dtype_id",
+    "poisoned_memory",
+    "randomize_",
+    "randomize_norms_",
+    "rel_err",
+    "shape_id",
+]
 
 # "cpu", and "cuda" where a GPU is present: the device parameter of the operator tests.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import sepp
 import sepp.bench as sb
 import sepp.bench.kernels as sb_kernels
-from safetensors.torch import load_file, save_file
 from sepp.testing import randomize_norms_
 
 
@@ -30,18 +30,22 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 # --------------------------------------------------------------------------------------------------------- sepp-bench
 
-@pytest.mark.parametrize("args, expect", [
-    (["--model", "se_resnet51"], "--model: unknown model 'se_resnet51'"),
-    (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
-    (["--batch-size", "1,x"], "--batch-size: expected an integer, got 'x'"),
-    (["--image-size", "16"], "--image-size: expected an integer >= 32"),
-    (["--dtype", "float64"], "--dtype: expected float32, float16 or bfloat16, got 'float64'"),
-    (["--device", "tpu"], "--device: expected cpu or cuda, got 'tpu'"),
-    (["--iters"], "--iters: expected a value"),
-    (["--min-time", "-1"], "--min-time: expected seconds"),
-    (["--min-time", "2x"], "--min-time: expected seconds"),
-    (["--frobnicate"], "unknown argument '--frobnicate'"),
-])
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--model", "se_resnet51"], "--model: unknown model 'se_resnet51'"),
+        (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["--batch-size", "1,x"], "--batch-size: expected an integer, got 'x'"),
+        (["--image-size", "16"], "--image-size: expected an integer >= 32"),
+        (["--dtype", "float64"], "--dtype: expected float32, float16 or bfloat16, got 'float64'"),
+        (["--device", "tpu"], "--device: expected cpu or cuda, got 'tpu'"),
+        (["--iters"], "--iters: expected a value"),
+        (["--min-time", "-1"], "--min-time: expected seconds"),
+        (["--min-time", "2x"], "--min-time: expected seconds"),
+        (["--frobnicate"], "unknown argument '--frobnicate'"),
+    ],
+)
 def test_sepp_bench_bad_arguments_exit_2_with_one_line(args, expect):
     p = _run(*args)
     assert p.returncode == 2, p
@@ -57,17 +61,39 @@ def test_sepp_bench_cuda_without_gpu_exits_2():
 
 def test_sepp_bench_json_schema(tmp_path):
     out = tmp_path / "r.json"
-    p = _run("--model", "se_resnet18", "--image-size", "32", "--batch-size", "1,2", "--iters", "3", "--warmup", "1",
-             "--threads", "1", "--json", str(out))
+    p = _run(
+        "--model",
+        "se_resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "1,2",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     assert "| batch | iters | p50 ms | p90 ms | p99 ms | img/s | peak RSS MiB |" in p.stdout
     r = json.loads(out.read_text())
     assert r["schema"] == "sepp-bench/1"
     assert r["sepp_version"] == sepp.__version__
-    assert {k: r[k] for k in ("model", "device", "dtype", "image_size", "channels_last", "threads", "warmup",
-                               "timer")} == {"model": "se_resnet18", "device": "cpu", "dtype": "float32",
-                                             "image_size": 32, "channels_last": False, "threads": 1, "warmup": 1,
-                                             "timer": "steady_clock"}
+    assert {
+        k: r[k] for k in ("model", "device", "dtype", "image_size", "channels_last", "threads", "warmup", "timer")
+    } == {
+        "model": "se_resnet18",
+        "device": "cpu",
+        "dtype": "float32",
+        "image_size": 32,
+        "channels_last": False,
+        "threads": 1,
+        "warmup": 1,
+        "timer": "steady_clock",
+    }
     assert [x["batch"] for x in r["results"]] == [1, 2]
     for x in r["results"]:
         assert set(x) == {"batch", "iters", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "peak_mib", "samples_ms"}
@@ -92,9 +118,21 @@ def test_sepp_bench_runs_given_weights_on_given_input(tmp_path, channels_last):
     m = randomize_norms_(sepp.se_resnet18(), seed=3).eval()
     sepp.save_weights(m, tmp_path / "w.safetensors")
     extra = ["--channels-last"] if channels_last else []
-    p = _run("--model", "se_resnet18", "--weights", str(tmp_path / "w.safetensors"), "--input",
-             str(tmp_path / "x.safetensors"), "--output", str(tmp_path / "y.safetensors"), "--iters", "1",
-             "--warmup", "0", *extra)
+    p = _run(
+        "--model",
+        "se_resnet18",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "--input",
+        str(tmp_path / "x.safetensors"),
+        "--output",
+        str(tmp_path / "y.safetensors"),
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        *extra,
+    )
     assert p.returncode == 0, p.stderr
     assert "image=40" in p.stdout and "\n| 2 | 1 |" in p.stdout
     with torch.inference_mode():
@@ -115,16 +153,23 @@ def test_sepp_bench_rejects_a_bad_input_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- the comparison
 
-@pytest.mark.parametrize("argv, expect", [
-    (["--model", "seresnet50"], "--model: unknown model 'seresnet50'"),
-    (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
-    (["--image-size", "8"], "--image-size: expected an integer >= 32, got 8"),
-    (["--dtypes", "float32,int8"], "--dtypes: expected a comma list of float32, bfloat16, float16, got float32,int8"),
-    (["--contenders", "tensorrt"], "--contenders: expected a comma list of sepp,"),
-    (["--skip", "foo"], "--skip: expected a comma list of"),
-    (["--rounds", "0"], "--rounds: expected an integer >= 1, got 0"),
-    (["--device", "npu"], "--device: invalid choice: 'npu'"),
-])
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--model", "seresnet50"], "--model: unknown model 'seresnet50'"),
+        (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["--image-size", "8"], "--image-size: expected an integer >= 32, got 8"),
+        (
+            ["--dtypes", "float32,int8"],
+            "--dtypes: expected a comma list of float32, bfloat16, float16, got float32,int8",
+        ),
+        (["--contenders", "tensorrt"], "--contenders: expected a comma list of sepp,"),
+        (["--skip", "foo"], "--skip: expected a comma list of"),
+        (["--rounds", "0"], "--rounds: expected an integer >= 1, got 0"),
+        (["--device", "npu"], "--device: invalid choice: 'npu'"),
+    ],
+)
 def test_compare_bad_arguments_exit_2(argv, expect, capsys):
     with pytest.raises(SystemExit) as e:
         sb.parse_args(argv)
@@ -139,9 +184,26 @@ def test_compare_cuda_without_gpu_exits_2(capsys):
     assert e.value.code == 2 and "--device cuda: no CUDA device is available" in capsys.readouterr().err
 
 
-RESULT_KEYS = {"name", "kind", "model", "dtype", "layout", "status", "reason", "note", "setup_s", "times_ms",
-               "median_ms", "p90_ms", "images_per_s", "ratio_to_sepp", "max_abs_diff", "rel_diff", "baseline",
-               "compare_to"}
+RESULT_KEYS = {
+    "name",
+    "kind",
+    "model",
+    "dtype",
+    "layout",
+    "status",
+    "reason",
+    "note",
+    "setup_s",
+    "times_ms",
+    "median_ms",
+    "p90_ms",
+    "images_per_s",
+    "ratio_to_sepp",
+    "max_abs_diff",
+    "rel_diff",
+    "baseline",
+    "compare_to",
+}
 
 
 def _check_report(report: dict, model: str) -> None:
@@ -165,16 +227,36 @@ def _check_report(report: dict, model: str) -> None:
 def test_compare_end_to_end(tmp_path, capsys):
     """Every contender on a small model: the report is complete, every installed contender agrees with sepp, the
     chart is a PNG, and the table is printed."""
-    argv = ["--model", "se_resnet50", "--image-size", "32", "--batch-size", "2", "--iters", "4", "--rounds", "2",
-            "--warmup", "1",
-            "--dtypes", "float32", "--threads", "2", "--output-dir", str(tmp_path)]
+    argv = [
+        "--model",
+        "se_resnet50",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--iters",
+        "4",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--dtypes",
+        "float32",
+        "--threads",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert sb.main(argv) == 0
     out = capsys.readouterr().out
     assert "| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |" in out
     assert "SE overhead (sepp, float32): se_resnet50" in out
     assert "SE overhead (sepp optimized, float32): se_resnet50" in out
-    [path] = tmp_path.glob("*_cpu_se_resnet50_b2.json") if not torch.cuda.is_available() else \
-        tmp_path.glob("*_cuda_se_resnet50_b2.json")
+    [path] = (
+        tmp_path.glob("*_cpu_se_resnet50_b2.json")
+        if not torch.cuda.is_available()
+        else tmp_path.glob("*_cuda_se_resnet50_b2.json")
+    )
     report = json.loads(path.read_text())
     _check_report(report, "se_resnet50")
     by_kind = {}
@@ -195,8 +277,25 @@ def test_compare_end_to_end(tmp_path, capsys):
 
 
 def test_compare_flags_a_wrong_contender_and_survives_a_broken_one(tmp_path):
-    args = sb.parse_args(["--model", "se_resnet18", "--image-size", "32", "--iters", "2", "--warmup", "0",
-                          "--dtypes", "float32", "--contenders", "sepp", "--output-dir", str(tmp_path), "--no-chart"])
+    args = sb.parse_args(
+        [
+            "--model",
+            "se_resnet18",
+            "--image-size",
+            "32",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--dtypes",
+            "float32",
+            "--contenders",
+            "sepp",
+            "--output-dir",
+            str(tmp_path),
+            "--no-chart",
+        ]
+    )
     sepp_runs = []
 
     def wrong():
@@ -207,6 +306,7 @@ def test_compare_flags_a_wrong_contender_and_survives_a_broken_one(tmp_path):
             sepp_runs.append(1)
             with torch.inference_mode():
                 return m(x)
+
         return run
 
     def broken():
@@ -215,9 +315,11 @@ def test_compare_flags_a_wrong_contender_and_survives_a_broken_one(tmp_path):
     def zeros():
         return lambda: torch.zeros(1, 1000)
 
-    extra = [sb.Contender("wrong weights", "sepp", "float32", "nchw", wrong, model="se_resnet18"),
-             sb.Contender("broken", "sepp", "float32", "nchw", broken, model="se_resnet18"),
-             sb.Contender("zeros", "sepp", "float32", "nchw", zeros, model="se_resnet18")]
+    extra = [
+        sb.Contender("wrong weights", "sepp", "float32", "nchw", wrong, model="se_resnet18"),
+        sb.Contender("broken", "sepp", "float32", "nchw", broken, model="se_resnet18"),
+        sb.Contender("zeros", "sepp", "float32", "nchw", zeros, model="se_resnet18"),
+    ]
     report = sb.run(args, [], extra)
     _check_report(report, "se_resnet18")
     r = {x["name"]: x for x in report["results"]}
@@ -230,9 +332,30 @@ def test_compare_flags_a_wrong_contender_and_survives_a_broken_one(tmp_path):
 
 
 def test_compare_runs_as_a_module(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "sepp.bench", "--model", "resnet18", "--image-size", "32", "--iters",
-                        "1", "--warmup", "0", "--dtypes", "float32", "--contenders", "sepp,reference",
-                        "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sepp.bench",
+            "--model",
+            "resnet18",
+            "--image-size",
+            "32",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--dtypes",
+            "float32",
+            "--contenders",
+            "sepp,reference",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "| sepp.reference eager | float32 | nchw |" in p.stdout
     assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.png"))) == 1
@@ -242,15 +365,38 @@ def test_compare_runs_as_a_module(tmp_path):
 
 # ------------------------------------------------------------------------------------------- training steps
 
+
 def test_compare_train_steps_end_to_end(tmp_path, capsys):
     """--train: sepp's and timm's training steps on a small input; each one's loss of one step agrees with sepp's
     float32 loss, and the timm row's ratio is to sepp's train row, the inference row's to sepp's inference row.
     (64×64, not 32×32: at 32×32 the last stage's train-mode BN normalises over 2 values per channel, which magnifies
     float32 rounding to ~1% of the loss.)"""
-    argv = ["--model", "se_resnet50", "--image-size", "64", "--batch-size", "2", "--iters", "1", "--rounds", "1",
-            "--warmup", "0", "--dtypes", "float32", "--threads", "2", "--train",
-            "--contenders", "sepp,train-sepp,train-timm", "--skip", "sepp", "--output-dir", str(tmp_path),
-            "--no-chart"]
+    argv = [
+        "--model",
+        "se_resnet50",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2",
+        "--iters",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--dtypes",
+        "float32",
+        "--threads",
+        "2",
+        "--train",
+        "--contenders",
+        "sepp,train-sepp,train-timm",
+        "--skip",
+        "sepp",
+        "--output-dir",
+        str(tmp_path),
+        "--no-chart",
+    ]
     assert sb.main(argv) == 0
     out = capsys.readouterr().out
     assert "| train step sepp | float32 | channels_last |" in out
@@ -275,34 +421,60 @@ def test_compare_train_steps_end_to_end(tmp_path, capsys):
 
 
 def test_train_ratios_are_to_the_sepp_train_step():
-    rows = [sb.Result("sepp", "sepp", "m", "float32", "nchw", "ok", median_ms=1.0, baseline=True),
-            sb.Result("timm", "timm", "m", "float32", "nchw", "ok", median_ms=3.0),
-            sb.Result("train sepp", "train-sepp", "m", "float32", "channels_last", "ok", median_ms=10.0, baseline=True),
-            sb.Result("train timm", "train-timm", "m", "float32", "channels_last", "ok", median_ms=12.0),
-            sb.Result("train sepp", "train-sepp", "m", "bfloat16", "channels_last", "ok", median_ms=5.0, baseline=True),
-            sb.Result("train timm", "train-timm", "m", "bfloat16", "channels_last", "ok", median_ms=4.0)]
+    rows = [
+        sb.Result("sepp", "sepp", "m", "float32", "nchw", "ok", median_ms=1.0, baseline=True),
+        sb.Result("timm", "timm", "m", "float32", "nchw", "ok", median_ms=3.0),
+        sb.Result("train sepp", "train-sepp", "m", "float32", "channels_last", "ok", median_ms=10.0, baseline=True),
+        sb.Result("train timm", "train-timm", "m", "float32", "channels_last", "ok", median_ms=12.0),
+        sb.Result("train sepp", "train-sepp", "m", "bfloat16", "channels_last", "ok", median_ms=5.0, baseline=True),
+        sb.Result("train timm", "train-timm", "m", "bfloat16", "channels_last", "ok", median_ms=4.0),
+    ]
     sb.add_ratios(rows)
     assert [r.ratio_to_sepp for r in rows] == pytest.approx([1.0, 3.0, 1.0, 1.2, 1.0, 0.8])
 
 
 def test_compare_train_flags_a_wrong_loss_and_survives_a_broken_step(tmp_path):
     """Also the autocast step (bf16, emulated where the CPU lacks it): its loss agrees with float32's."""
-    args = sb.parse_args(["--model", "se_resnet18", "--image-size", "64", "--batch-size", "2", "--iters", "1",
-                          "--rounds", "1", "--warmup", "0", "--dtypes", "float32,bfloat16", "--train", "--contenders",
-                          "train-sepp", "--output-dir", str(tmp_path), "--no-chart"])
+    args = sb.parse_args(
+        [
+            "--model",
+            "se_resnet18",
+            "--image-size",
+            "64",
+            "--batch-size",
+            "2",
+            "--iters",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--dtypes",
+            "float32,bfloat16",
+            "--train",
+            "--contenders",
+            "train-sepp",
+            "--output-dir",
+            str(tmp_path),
+            "--no-chart",
+        ]
+    )
     steps = []
 
     def wrong():
         def step():
             steps.append(1)
             return torch.tensor(1.0)
+
         return step, 123.0  # a loss that no step from the shared weights gives
 
     def broken():
         raise RuntimeError("backward exploded\nmore")
 
-    extra = [sb.Contender("wrong loss", "train-sepp", "float32", "channels_last", wrong, model="se_resnet18"),
-             sb.Contender("broken step", "train-timm", "float32", "channels_last", broken, model="se_resnet18")]
+    extra = [
+        sb.Contender("wrong loss", "train-sepp", "float32", "channels_last", wrong, model="se_resnet18"),
+        sb.Contender("broken step", "train-timm", "float32", "channels_last", broken, model="se_resnet18"),
+    ]
     report = sb.run(args, [], extra)
     _check_report(report, "se_resnet18")
     r = {x["name"]: x for x in report["results"]}
@@ -323,6 +495,7 @@ def test_compare_train_kinds_need_train(capsys):
 
 # ------------------------------------------------------------------------------------------------ SE kernels
 
+
 def test_se_kernel_costs_by_hand():
     """Bytes and FLOPs of the three operators at se_resnet50's first SE block, batch 2, bf16 (2 bytes an element):
     x [2, 256, 56, 56], rd = 256 / 16 = 16, FC biases."""
@@ -332,12 +505,16 @@ def test_se_kernel_costs_by_hand():
     assert first["se_squeeze"].shape == [2, 256, 56, 56] and first["se_squeeze"].rd == 16
     assert (first["se_squeeze"].bytes, first["se_squeeze"].flops) == (2 * (nchw + nc), nchw) == (3212288, 1605632)
     # z [2, 256] + w1 [16, 256] + b1 [16] + w2 [256, 16] + b2 [256] + out [2, 256]
-    assert (first["se_excite"].bytes, first["se_excite"].flops) == (2 * (512 + 4096 + 16 + 4096 + 256 + 512),
-                                                                    4 * 2 * 256 * 16) == (18976, 32768)
+    assert (
+        (first["se_excite"].bytes, first["se_excite"].flops)
+        == (2 * (512 + 4096 + 16 + 4096 + 256 + 512), 4 * 2 * 256 * 16)
+        == (18976, 32768)
+    )
     # x + identity + out, and s [2, 256]
     assert (first["se_scale"].bytes, first["se_scale"].flops) == (2 * (3 * nchw + nc), 3 * nchw) == (9634816, 4816896)
-    assert sb.kernel_costs(sb.SEShape("b", [2, 256, 56, 56], 16, False), "float32")[1].bytes == \
-        4 * (512 + 4096 + 4096 + 512)  # no biases, 4 bytes an element
+    assert sb.kernel_costs(sb.SEShape("b", [2, 256, 56, 56], 16, False), "float32")[1].bytes == 4 * (
+        512 + 4096 + 4096 + 512
+    )  # no biases, 4 bytes an element
 
 
 def test_se_blocks_follow_the_model():
@@ -347,8 +524,12 @@ def test_se_blocks_follow_the_model():
     shapes = {}
     for b in blocks:
         shapes.setdefault(tuple(b.shape), []).append(b.rd)
-    assert shapes == {(8, 256, 56, 56): [16] * 3, (8, 512, 28, 28): [32] * 4, (8, 1024, 14, 14): [64] * 6,
-                      (8, 2048, 7, 7): [128] * 3}
+    assert shapes == {
+        (8, 256, 56, 56): [16] * 3,
+        (8, 512, 28, 28): [32] * 4,
+        (8, 1024, 14, 14): [64] * 6,
+        (8, 2048, 7, 7): [128] * 3,
+    }
     assert len(sb.se_kernel_costs("se_resnet50", 8, "float32")) == 3 * 16
     assert sb.se_blocks("resnet50") == []
     assert [b.rd for b in sb.se_blocks("se_resnet18", rd_divisor=8)][:2] == [8, 8]  # timm's widths: 64/16 -> 8
@@ -369,17 +550,45 @@ def test_forward_flops_known_values():
 
 def _kernel_argv(tmp_path, *more):
     # "--contenders sepp --skip sepp": no comparison rows, only the kernels
-    return ["--model", "se_resnet50", "--image-size", "64", "--batch-size", "2", "--iters", "2", "--rounds", "2",
-            "--warmup", "0", "--dtypes", "float32", "--threads", "2", "--contenders", "sepp", "--skip", "sepp",
-            "--kernels", "--output-dir", str(tmp_path), "--no-chart", *more]
+    return [
+        "--model",
+        "se_resnet50",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2",
+        "--iters",
+        "2",
+        "--rounds",
+        "2",
+        "--warmup",
+        "0",
+        "--dtypes",
+        "float32",
+        "--threads",
+        "2",
+        "--contenders",
+        "sepp",
+        "--skip",
+        "sepp",
+        "--kernels",
+        "--output-dir",
+        str(tmp_path),
+        "--no-chart",
+        *more,
+    ]
 
 
 def _check_kernels(k: dict, batch: int, image: int) -> None:
     assert k["bandwidth"]["gb_per_s"] > 0 and k["bandwidth"]["moved_bytes"] == 2 * k["bandwidth"]["bytes"]
     assert k["forward"]["model"] == "se_resnet50" and k["forward"]["flops"] == 2 * k["forward"]["macs"] > 0
     s = image // 4
-    assert {tuple(r["shape"]) for r in k["results"]} == {(batch, 256, s, s), (batch, 512, s // 2, s // 2),
-                                                        (batch, 1024, s // 4, s // 4), (batch, 2048, s // 8, s // 8)}
+    assert {tuple(r["shape"]) for r in k["results"]} == {
+        (batch, 256, s, s),
+        (batch, 512, s // 2, s // 2),
+        (batch, 1024, s // 4, s // 4),
+        (batch, 2048, s // 8, s // 8),
+    }
     assert sorted(len(r["blocks"]) for r in k["results"] if r["op"] == "se_scale") == [3, 3, 4, 6]
     for r in k["results"]:
         assert r["bytes"] > 0 and r["flops"] > 0 and r["layout"] == "channels_last"
@@ -419,13 +628,17 @@ def test_compare_kernels_checks_each_operator(tmp_path, monkeypatch):
     monkeypatch.setattr(sb_kernels, "sepp_op", lambda name: None if name == "se_squeeze" else real(name))
     k = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])["kernels"]
     _check_kernels(k, batch=2, image=64)
-    assert {(r["op"], r["status"]) for r in k["results"]} == {("se_squeeze", "skipped"), ("se_excite", "ok"),
-                                                              ("se_scale", "ok")}
+    assert {(r["op"], r["status"]) for r in k["results"]} == {
+        ("se_squeeze", "skipped"),
+        ("se_excite", "ok"),
+        ("se_scale", "ok"),
+    }
     assert all("torch.ops.sepp has no se_squeeze" in r["reason"] for r in k["results"] if r["op"] == "se_squeeze")
     assert [f["ops"] for f in k["per_forward"]] == [["se_excite", "se_scale"]]
 
     def broken(*a):
         raise RuntimeError("no kernel for this\nmore")
+
     swap = {"se_squeeze": lambda x, dtype=None: x.sum((2, 3)), "se_excite": broken}
     monkeypatch.setattr(sb_kernels, "sepp_op", lambda name: swap.get(name) or real(name))
     k = sb.run(sb.parse_args(_kernel_argv(tmp_path)), [])["kernels"]
@@ -433,6 +646,8 @@ def test_compare_kernels_checks_each_operator(tmp_path, monkeypatch):
     by_op = {}
     for r in k["results"]:
         by_op.setdefault(r["op"], set()).add((r["status"], r["reason"].split(" by ")[0]))
-    assert by_op == {"se_squeeze": {("mismatch", "output differs from plain torch")},
-                     "se_excite": {("failed", "RuntimeError: no kernel for this")},
-                     "se_scale": {("ok", "")}}
+    assert by_op == {
+        "se_squeeze": {("mismatch", "output differs from plain torch")},
+        "se_excite": {("failed", "RuntimeError: no kernel for this")},
+        "se_scale": {("ok", "")},
+    }

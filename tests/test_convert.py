@@ -6,20 +6,23 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from helpers import randomize_, rel_err
 
 import sepp
 import sepp.reference as ref
 from sepp.convert import convert_state_dict, create_from_checkpoint, layout_options
-from helpers import randomize_, rel_err
 
 
-@pytest.mark.parametrize("ours,theirs", [
-    ("se_resnet50", "legacy_seresnet50"),
-    ("se_resnet101", "legacy_seresnet101"),
-    ("se_resnet18", "legacy_seresnet18"),
-    ("se_resnet34", "legacy_seresnet34"),
-    ("se_resnext50_32x4d", "legacy_seresnext50_32x4d"),
-])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ("se_resnet50", "legacy_seresnet50"),
+        ("se_resnet101", "legacy_seresnet101"),
+        ("se_resnet18", "legacy_seresnet18"),
+        ("se_resnet34", "legacy_seresnet34"),
+        ("se_resnext50_32x4d", "legacy_seresnext50_32x4d"),
+    ],
+)
 @pytest.mark.parametrize("layout", ["timm_legacy", "cadene"])
 def test_legacy_caffe_senet_checkpoints(ours, theirs, layout):
     timm = pytest.importorskip("timm")

@@ -13,8 +13,13 @@ def model():
     return sepp.ResNet(block="basic", layers=(1, 1, 1, 1), num_classes=4, se=True).eval()
 
 
-@pytest.mark.parametrize("shape,got", [((3, 32, 32), r"got a 3-D tensor of shape \[3, 32, 32\]"),
-                                       ((1, 3, 2, 32, 32), r"got a 5-D tensor of shape \[1, 3, 2, 32, 32\]")])
+@pytest.mark.parametrize(
+    "shape,got",
+    [
+        ((3, 32, 32), r"got a 3-D tensor of shape \[3, 32, 32\]"),
+        ((1, 3, 2, 32, 32), r"got a 5-D tensor of shape \[1, 3, 2, 32, 32\]"),
+    ],
+)
 def test_wrong_rank(model, shape, got):
     with pytest.raises(ValueError, match=r"expected a 4-D input \[N, C, H, W\], " + got):
         model(torch.randn(shape))
@@ -50,28 +55,37 @@ def test_blocks_and_se_check_their_inputs_too(model):
         model.forward_head(torch.randn(1, 3, 2, 2))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(reduction=0), r"expected 1 <= reduction <= channels \(64\), got reduction = 0"),
-    (dict(reduction=65), r"expected 1 <= reduction <= channels \(64\), got reduction = 65"),
-    (dict(squeeze="mean"), r"expected squeeze to be one of 'avg', 'max', 'avgmax', got 'mean'"),
-    (dict(gate="relu"), r"expected gate to be one of 'sigmoid', 'hard_sigmoid', 'tanh', got 'relu'"),
-    (dict(rd_channels=-2), r"expected rd_channels >= 1 \(or 0 to derive it\), got -2"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(reduction=0), r"expected 1 <= reduction <= channels \(64\), got reduction = 0"),
+        (dict(reduction=65), r"expected 1 <= reduction <= channels \(64\), got reduction = 65"),
+        (dict(squeeze="mean"), r"expected squeeze to be one of 'avg', 'max', 'avgmax', got 'mean'"),
+        (dict(gate="relu"), r"expected gate to be one of 'sigmoid', 'hard_sigmoid', 'tanh', got 'relu'"),
+        (dict(rd_channels=-2), r"expected rd_channels >= 1 \(or 0 to derive it\), got -2"),
+    ],
+)
 def test_bad_se_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sepp.SEBlock(64, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(se_strategy="after"), r"expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got 'after'"),
-    (dict(block="wide"), r"expected block to be 'basic' or 'bottleneck', got 'wide'"),
-    (dict(layers=(1, 1, 1)), r"expected 4 stage depths in layers, got 3"),
-    (dict(layers=(1, 0, 1, 1)), r"expected every stage depth >= 1"),
-    (dict(se=(True, False)), r"expected a bool or 4 bools"),
-    (dict(num_classes=-1), r"expected num_classes >= 0, got -1"),
-    (dict(drop_rate=1.5), r"expected 0 <= drop_rate < 1, got 1.5"),
-    (dict(reduction=100), r"expected 1 <= reduction <= channels \(64\), got reduction = 100"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            dict(se_strategy="after"),
+            r"expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got 'after'",
+        ),
+        (dict(block="wide"), r"expected block to be 'basic' or 'bottleneck', got 'wide'"),
+        (dict(layers=(1, 1, 1)), r"expected 4 stage depths in layers, got 3"),
+        (dict(layers=(1, 0, 1, 1)), r"expected every stage depth >= 1"),
+        (dict(se=(True, False)), r"expected a bool or 4 bools"),
+        (dict(num_classes=-1), r"expected num_classes >= 0, got -1"),
+        (dict(drop_rate=1.5), r"expected 0 <= drop_rate < 1, got 1.5"),
+        (dict(reduction=100), r"expected 1 <= reduction <= channels \(64\), got reduction = 100"),
+    ],
+)
 def test_bad_resnet_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sepp.ResNet(**{"block": "basic", "layers": (1, 1, 1, 1), "se": True, **kwargs})

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import randomize_
 
 import sepp
-from helpers import randomize_
 from sepp.weights import load_tensors, save_tensors
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cpp"
@@ -33,8 +33,10 @@ def _tool(name: str):
 def _run_or_fail(cmd, what):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        pytest.fail(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}\n"
-                    f"{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -46,21 +48,30 @@ def classify(tmp_path_factory):
     package = Path(sepp.__file__).resolve().parent
     config = package / "lib" / "cmake" / "sepp" / "seppConfig.cmake"
     if not config.is_file():
-        pytest.fail(f"SEPP_EXAMPLE_CLASSIFY is unset and the sepp package imported from {package} has no CMake "
-                    f"package ({config} is missing), so examples/cpp cannot be built against it: install sepp "
-                    f"(pip install .) or set SEPP_EXAMPLE_CLASSIFY to a built examples/cpp classify", pytrace=False)
+        pytest.fail(
+            f"SEPP_EXAMPLE_CLASSIFY is unset and the sepp package imported from {package} has no CMake "
+            f"package ({config} is missing), so examples/cpp cannot be built against it: install sepp "
+            f"(pip install .) or set SEPP_EXAMPLE_CLASSIFY to a built examples/cpp classify",
+            pytrace=False,
+        )
     if not (EXAMPLE / "CMakeLists.txt").is_file():
-        pytest.fail(f"SEPP_EXAMPLE_CLASSIFY is unset and the example app's sources are not at {EXAMPLE}",
-                    pytrace=False)
+        pytest.fail(f"SEPP_EXAMPLE_CLASSIFY is unset and the example app's sources are not at {EXAMPLE}", pytrace=False)
     cmake = _tool("cmake")
     if cmake is None:
         pytest.fail("SEPP_EXAMPLE_CLASSIFY is unset and no cmake was found to build examples/cpp", pytrace=False)
     build = tmp_path_factory.mktemp("example-build")
-    configure = [cmake, "-S", str(EXAMPLE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_PREFIX_PATH={package}",
-                 # The torch this process runs (the package's seppConfig.cmake finds a torch beside it by itself;
-                 # a source-tree package has none beside it).
-                 f"-DTorch_DIR={Path(torch.utils.cmake_prefix_path) / 'Torch'}"]
+    configure = [
+        cmake,
+        "-S",
+        str(EXAMPLE),
+        "-B",
+        str(build),
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_PREFIX_PATH={package}",
+        # The torch this process runs (the package's seppConfig.cmake finds a torch beside it by itself;
+        # a source-tree package has none beside it).
+        f"-DTorch_DIR={Path(torch.utils.cmake_prefix_path) / 'Torch'}",
+    ]
     ninja = _tool("ninja")
     if ninja is not None:
         configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
@@ -76,9 +87,22 @@ def test_cpp_app_logits_equal_python(tmp_path, classify):
     sepp.save_weights(model, tmp_path / "w.safetensors")
     x = torch.randn(2, 3, 64, 64)
     save_tensors({"input": x}, tmp_path / "x.safetensors")
-    proc = subprocess.run([classify, "--model", "se_resnet18", "--weights", str(tmp_path / "w.safetensors"),
-                           "--input", str(tmp_path / "x.safetensors"), "--logits", str(tmp_path / "y.safetensors")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            classify,
+            "--model",
+            "se_resnet18",
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "--input",
+            str(tmp_path / "x.safetensors"),
+            "--logits",
+            str(tmp_path / "y.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("image ") == 2
     with torch.no_grad():
@@ -91,6 +115,7 @@ def test_cpp_app_logits_equal_python(tmp_path, classify):
 
 def test_cpp_app_reports_a_bad_weight_file(tmp_path, classify):
     (tmp_path / "w.safetensors").write_bytes(b"\x00" * 3)
-    proc = subprocess.run([classify, "--weights", str(tmp_path / "w.safetensors")], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [classify, "--weights", str(tmp_path / "w.safetensors")], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1 and "truncated file" in proc.stderr

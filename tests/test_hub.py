@@ -11,9 +11,8 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from helpers import randomize_
+from safetensors.torch import save_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -26,10 +25,22 @@ def fake_hub_repo(cache, repo, model, arch):
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text(COMMIT)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snap / "model.safetensors"))
-    (snap / "config.json").write_text(json.dumps({
-        "architecture": arch, "num_classes": 1000,
-        "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                           "interpolation": "bicubic", "crop_pct": 0.95, "num_classes": 1000}}))
+    (snap / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": arch,
+                "num_classes": 1000,
+                "pretrained_cfg": {
+                    "input_size": [3, 224, 224],
+                    "mean": [0.485, 0.456, 0.406],
+                    "std": [0.229, 0.224, 0.225],
+                    "interpolation": "bicubic",
+                    "crop_pct": 0.95,
+                    "num_classes": 1000,
+                },
+            }
+        )
+    )
 
 
 SCRIPT = textwrap.dedent("""
@@ -46,16 +57,23 @@ SCRIPT = textwrap.dedent("""
 
 def run_offline(tmp_path, *args):
     pytest.importorskip("huggingface_hub")  # pretrained= downloads through it
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
     env.pop("HF_HOME", None)
     return subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("name,repo,arch", [
-    ("se_resnet50", "timm/seresnet50.a1_in1k", "seresnet50"),
-    ("se_resnet50", "timm/legacy_seresnet50.in1k", "legacy_seresnet50"),
-])
+@pytest.mark.parametrize(
+    "name,repo,arch",
+    [
+        ("se_resnet50", "timm/seresnet50.a1_in1k", "seresnet50"),
+        ("se_resnet50", "timm/legacy_seresnet50.in1k", "legacy_seresnet50"),
+    ],
+)
 def test_pretrained_from_the_offline_hub_cache(tmp_path, name, repo, arch):
     timm = pytest.importorskip("timm")
     source = randomize_(timm.create_model(arch, pretrained=False)).eval()

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 import torch
+from helpers import copy_state, cuda_only, randomize_, rel_err
 
 import sepp
 import sepp.reference as reference
-from helpers import copy_state, cuda_only, randomize_, rel_err
 
 
 def _pair(name: str, **kw):
@@ -49,10 +49,21 @@ def test_float64_matches_the_reference_exactly(name, batch):
 
 
 OPTIONS = [
-    dict(se_strategy="pre"), dict(se_strategy="post"), dict(se_strategy="identity"),
-    dict(squeeze="max"), dict(squeeze="avgmax"), dict(gate="hard_sigmoid"), dict(gate="tanh"), dict(se_bias=False),
-    dict(relu_before_se=True), dict(stride_in_1x1=True), dict(stem_pool_ceil_mode=True), dict(num_classes=0),
-    dict(num_classes=7, in_chans=1), dict(se=(False, True, False, True)), dict(reduction=4),
+    dict(se_strategy="pre"),
+    dict(se_strategy="post"),
+    dict(se_strategy="identity"),
+    dict(squeeze="max"),
+    dict(squeeze="avgmax"),
+    dict(gate="hard_sigmoid"),
+    dict(gate="tanh"),
+    dict(se_bias=False),
+    dict(relu_before_se=True),
+    dict(stride_in_1x1=True),
+    dict(stem_pool_ceil_mode=True),
+    dict(num_classes=0),
+    dict(num_classes=7, in_chans=1),
+    dict(se=(False, True, False, True)),
+    dict(reduction=4),
 ]
 
 
@@ -114,6 +125,7 @@ def test_weights_are_a_copy_taken_at_optimization():
 
 # ----------------------------------------------------------------------------------------------------- bad input
 
+
 def _message(fn, exc, match):
     """The type and first line of the error fn raises, which must be exc with a message matching match."""
     with pytest.raises(exc, match=match) as e:
@@ -121,18 +133,37 @@ def _message(fn, exc, match):
     return type(e.value), str(e.value).split("\n")[0]
 
 
-@pytest.mark.parametrize("make,exc,match", [
-    (lambda: torch.randn(1, 4, 64, 64), ValueError,  # channel count
-     r"^ResNet: expected 3 input channels, got 4 \(input shape \[1, 4, 64, 64\]\)"),
-    (lambda: torch.randn(3, 64, 64), ValueError,  # rank
-     r"^ResNet: expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[3, 64, 64\]"),
-    (lambda: torch.randn(1, 3, 64, 64, dtype=torch.float64), TypeError,  # dtype
-     r"^ResNet: expected a Float input \(the weights' dtype\), got Double"),
-    (lambda: torch.randint(0, 255, (1, 3, 64, 64)), TypeError,  # integers
-     r"^ResNet: expected a floating-point input, got Long"),
-    (lambda: torch.randn(1, 3, 64, 64, device="meta"), ValueError,  # device
-     r"^ResNet: expected the input on cpu \(where the weights are\), got meta"),
-], ids=["channels", "rank", "dtype", "integer", "device"])
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (
+            lambda: torch.randn(1, 4, 64, 64),
+            ValueError,  # channel count
+            r"^ResNet: expected 3 input channels, got 4 \(input shape \[1, 4, 64, 64\]\)",
+        ),
+        (
+            lambda: torch.randn(3, 64, 64),
+            ValueError,  # rank
+            r"^ResNet: expected a 4-D input \[N, C, H, W\], got a 3-D tensor of shape \[3, 64, 64\]",
+        ),
+        (
+            lambda: torch.randn(1, 3, 64, 64, dtype=torch.float64),
+            TypeError,  # dtype
+            r"^ResNet: expected a Float input \(the weights' dtype\), got Double",
+        ),
+        (
+            lambda: torch.randint(0, 255, (1, 3, 64, 64)),
+            TypeError,  # integers
+            r"^ResNet: expected a floating-point input, got Long",
+        ),
+        (
+            lambda: torch.randn(1, 3, 64, 64, device="meta"),
+            ValueError,  # device
+            r"^ResNet: expected the input on cpu \(where the weights are\), got meta",
+        ),
+    ],
+    ids=["channels", "rank", "dtype", "integer", "device"],
+)
 def test_bad_input_gives_the_same_error_as_eager(make, exc, match):
     m = _pair("se_resnet18")
     o = sepp.optimize_for_inference(m)
@@ -147,8 +178,9 @@ def test_bfloat16_model_wants_bfloat16_input_like_eager():
     o = sepp.optimize_for_inference(m, dtype=torch.bfloat16)
     x = torch.randn(1, 3, 64, 64)
     match = r"^ResNet: expected a BFloat16 input \(the weights' dtype\), got Float"
-    assert _message(lambda: o(x), TypeError, match) == _message(lambda: copy.deepcopy(m).bfloat16()(x), TypeError,
-                                                                 match)
+    assert _message(lambda: o(x), TypeError, match) == _message(
+        lambda: copy.deepcopy(m).bfloat16()(x), TypeError, match
+    )
 
 
 def test_bad_arguments():

@@ -9,11 +9,11 @@ import pickle
 
 import pytest
 import torch
+from helpers import copy_state, cuda_only, randomize_, rel_err
 from torch import nn
 
 import sepp
 import sepp.reference as ref
-from helpers import copy_state, cuda_only, randomize_, rel_err
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,19 @@ def test_parameter_counts_are_timms_and_torchvisions():
 def test_is_a_module_and_every_move_returns_the_module(small):
     m = sepp.ResNet(**small)
     assert isinstance(m, nn.Module)
-    for call in (lambda m: m.cpu(), lambda m: m.double(), lambda m: m.float(), lambda m: m.half(),
-                 lambda m: m.to(torch.float64), lambda m: m.to("cpu"), lambda m: m.to(memory_format=torch.channels_last),
-                 lambda m: m.train(), lambda m: m.eval(), lambda m: m.requires_grad_(True), lambda m: m.float()):
+    for call in (
+        lambda m: m.cpu(),
+        lambda m: m.double(),
+        lambda m: m.float(),
+        lambda m: m.half(),
+        lambda m: m.to(torch.float64),
+        lambda m: m.to("cpu"),
+        lambda m: m.to(memory_format=torch.channels_last),
+        lambda m: m.train(),
+        lambda m: m.eval(),
+        lambda m: m.requires_grad_(True),
+        lambda m: m.float(),
+    ):
         assert call(m) is m
 
 
@@ -101,13 +111,18 @@ def test_load_state_dict_reports_mismatches_by_name(small):
     m = sepp.ResNet(**small)
     sd = m.state_dict()
     sd["fc.weight"] = torch.zeros(3, 512)
-    with pytest.raises(RuntimeError, match=r"(?s)size mismatch for fc.weight.*torch.Size\(\[3, 512\]\).*"
-                                           r"torch.Size\(\[10, 512\]\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)size mismatch for fc.weight.*torch.Size\(\[3, 512\]\).*"
+        r"torch.Size\(\[10, 512\]\)",
+    ):
         m.load_state_dict(sd)
     sd = m.state_dict()
     del sd["layer1.0.se.fc2.bias"]
     sd["extra"] = torch.zeros(1)
-    with pytest.raises(RuntimeError, match=r'(?s)Missing key\(s\).*"layer1.0.se.fc2.bias".*Unexpected key\(s\).*"extra"'):
+    with pytest.raises(
+        RuntimeError, match=r'(?s)Missing key\(s\).*"layer1.0.se.fc2.bias".*Unexpected key\(s\).*"extra"'
+    ):
         m.load_state_dict(sd)
 
 
@@ -160,8 +175,15 @@ def test_pickling_and_torch_save_of_the_whole_model(small):
 def test_repr_shows_the_structure_and_options_are_attributes(small):
     m = sepp.se_resnet50()
     text = repr(m)
-    for part in ("ResNet(", "(layer1): Sequential(", "Bottleneck(", "(se): SEBlock(", "channels=256, rd_channels=16",
-                 "(downsample): Sequential(", "(fc): Linear("):
+    for part in (
+        "ResNet(",
+        "(layer1): Sequential(",
+        "Bottleneck(",
+        "(se): SEBlock(",
+        "channels=256, rd_channels=16",
+        "(downsample): Sequential(",
+        "(fc): Linear(",
+    ):
         assert part in text
     assert m.num_classes == 1000 and m.layers == (3, 4, 6, 3) and m.block == "bottleneck"
     assert m.se == (True, True, True, True) and m.reduction == 16 and m.squeeze == "avg"
@@ -229,12 +251,15 @@ def test_submodules_are_callable(small):
 # Each test that needs timm or torchvision imports it itself: without them only those tests skip.
 
 
-@pytest.mark.parametrize("ours,theirs,kwargs", [
-    ("se_resnet50", "seresnet50", {}),
-    ("se_resnext50_32x4d", "seresnext50_32x4d", {}),
-    ("se_resnet18", "seresnet18", {"rd_divisor": 8}),
-    ("resnet50", "resnet50", {}),
-])
+@pytest.mark.parametrize(
+    "ours,theirs,kwargs",
+    [
+        ("se_resnet50", "seresnet50", {}),
+        ("se_resnext50_32x4d", "seresnext50_32x4d", {}),
+        ("se_resnet18", "seresnet18", {"rd_divisor": 8}),
+        ("resnet50", "resnet50", {}),
+    ],
+)
 def test_loads_timm_state_dicts_strictly_and_matches_outputs(ours, theirs, kwargs):
     timm = pytest.importorskip("timm")
     t = randomize_(timm.create_model(theirs, pretrained=False)).double().eval()
@@ -258,8 +283,9 @@ def test_loads_torchvision_state_dicts_strictly_and_matches_outputs(name):
 
 
 @cuda_only
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)],
-                         ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)], ids=["f32", "f16", "bf16"]
+)
 def test_cuda_moves_and_forward_match_cpu(dtype, tol):
     m = randomize_(sepp.se_resnet50()).eval()
     x = torch.randn(2, 3, 64, 64)

@@ -19,7 +19,7 @@ HEADERS = Path(__file__).resolve().parents[1] / "csrc" / "include" / "sepp"
 def torch_args(header: str, struct: str) -> list:
     """The TORCH_ARG names declared in `struct` of a public header."""
     text = (HEADERS / header).read_text()
-    body = text[text.index(f"struct SEPP_API {struct} {{"):]
+    body = text[text.index(f"struct SEPP_API {struct} {{") :]
     body = body[: body.index("\n};")]
     return re.findall(r"TORCH_ARG\([^,]+(?:<[^>]*>)?,\s*(\w+)\)", body)
 
@@ -38,12 +38,15 @@ def expected_names(fields: list) -> list:
     return out
 
 
-@pytest.mark.parametrize("cls,header,struct", [
-    (_C.SEBlock, "se_block.h", "SEBlockOptions"),
-    (_C.BasicBlock, "blocks.h", "BlockOptions"),
-    (_C.Bottleneck, "blocks.h", "BlockOptions"),
-    (_C.ResNet, "resnet.h", "ResNetOptions"),
-])
+@pytest.mark.parametrize(
+    "cls,header,struct",
+    [
+        (_C.SEBlock, "se_block.h", "SEBlockOptions"),
+        (_C.BasicBlock, "blocks.h", "BlockOptions"),
+        (_C.Bottleneck, "blocks.h", "BlockOptions"),
+        (_C.ResNet, "resnet.h", "ResNetOptions"),
+    ],
+)
 def test_every_cpp_option_is_bound_by_name_in_declaration_order(cls, header, struct):
     fields = torch_args(header, struct)
     assert fields, f"no TORCH_ARG found in {struct}"
@@ -74,24 +77,37 @@ def test_options_read_back_what_was_given_by_position_or_by_name():
     assert (o["block"], o["layers"], o["num_classes"], o["rd_channels"]) == ("basic", (1, 1, 1, 1), 7, None)
     assert sepp.ResNet(se=True, layers=(1, 1, 1, 1)).options["se"] == (True,) * 4
     assert sepp.SEBlock(64, rd_divisor=8).options == {
-        "channels": 64, "reduction": 16, "rd_channels": None, "rd_divisor": 8, "squeeze": "avg", "gate": "sigmoid",
-        "bias": True}
+        "channels": 64,
+        "reduction": 16,
+        "rd_channels": None,
+        "rd_divisor": 8,
+        "squeeze": "avg",
+        "gate": "sigmoid",
+        "bias": True,
+    }
     block = sepp.Bottleneck(64, 16, se=True, se_bias=False)
     assert [n for n, _ in block.se.named_parameters()] == ["fc1.weight", "fc2.weight"]
     assert block.options["se_bias"] is False
 
 
-@pytest.mark.parametrize("make,error,match", [
-    (lambda: sepp.ResNet(depth=50), TypeError, r"ResNet: unknown option 'depth'; expected some of: block, layers"),
-    (lambda: sepp.ResNet("basic", block="basic"), TypeError, r"got option 'block' twice"),
-    (lambda: sepp.ResNet(layers="1111"), TypeError, r"expected a sequence of ints for option 'layers', got str"),
-    (lambda: sepp.ResNet(num_classes=1.5), TypeError, r"expected an int for option 'num_classes', got float 1.5"),
-    (lambda: sepp.SEBlock(64, bias=1), TypeError, r"expected a bool for option 'bias', got int 1"),
-    (lambda: sepp.ResNet(se=[True, 1, True, True]), TypeError, r"expected a bool or a sequence of bools for option 'se'"),
-    (lambda: sepp.SEBlock(), TypeError, r"SEBlock: missing the required option 'channels'"),
-    (lambda: sepp.Bottleneck(64), TypeError, r"Bottleneck: missing the required option 'planes'"),
-    (lambda: sepp.SEBlock(*range(1, 9)), TypeError, r"expected at most 7 positional arguments, got 8"),
-])
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda: sepp.ResNet(depth=50), TypeError, r"ResNet: unknown option 'depth'; expected some of: block, layers"),
+        (lambda: sepp.ResNet("basic", block="basic"), TypeError, r"got option 'block' twice"),
+        (lambda: sepp.ResNet(layers="1111"), TypeError, r"expected a sequence of ints for option 'layers', got str"),
+        (lambda: sepp.ResNet(num_classes=1.5), TypeError, r"expected an int for option 'num_classes', got float 1.5"),
+        (lambda: sepp.SEBlock(64, bias=1), TypeError, r"expected a bool for option 'bias', got int 1"),
+        (
+            lambda: sepp.ResNet(se=[True, 1, True, True]),
+            TypeError,
+            r"expected a bool or a sequence of bools for option 'se'",
+        ),
+        (lambda: sepp.SEBlock(), TypeError, r"SEBlock: missing the required option 'channels'"),
+        (lambda: sepp.Bottleneck(64), TypeError, r"Bottleneck: missing the required option 'planes'"),
+        (lambda: sepp.SEBlock(*range(1, 9)), TypeError, r"expected at most 7 positional arguments, got 8"),
+    ],
+)
 def test_bad_options_name_what_was_expected_and_what_came(make, error, match):
     with pytest.raises(error, match=match):
         make()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import copy_state, randomize_, rel_err
 
 import sepp
 import sepp.reference as ref
-from helpers import copy_state, randomize_, rel_err
 
 TOL64 = 1e-10
 
@@ -96,14 +96,18 @@ def test_se_strategies_match_reference(base, strategy):
     check_train_and_eval(ours, theirs, torch.randn(2, 3, 32, 32, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("opts", [
-    dict(se=(False, True, False, True)),
-    dict(stride_in_1x1=True),
-    dict(groups=4, width_per_group=8),
-    dict(zero_init_last=False, in_chans=1),
-    dict(num_classes=0),
-    dict(stem_pool_ceil_mode=True, stride_in_1x1=True),
-], ids=["se_per_stage", "stride_in_1x1", "resnext", "in_chans1", "no_classifier", "caffe_stem"])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(se=(False, True, False, True)),
+        dict(stride_in_1x1=True),
+        dict(groups=4, width_per_group=8),
+        dict(zero_init_last=False, in_chans=1),
+        dict(num_classes=0),
+        dict(stem_pool_ceil_mode=True, stride_in_1x1=True),
+    ],
+    ids=["se_per_stage", "stride_in_1x1", "resnext", "in_chans1", "no_classifier", "caffe_stem"],
+)
 def test_resnet_options_match_reference(opts):
     ours, theirs = make_pair({**SMALL_BOTTLENECK, **opts})
     x = torch.randn(2, opts.get("in_chans", 3), 32, 32, dtype=torch.float64)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, DTYPES, TOL, cuda_only, dtype_id, poisoned_memory, rel_err
 from torch.library import opcheck
 
 import sepp
-from helpers import DEVICES, DTYPES, TOL, cuda_only, dtype_id, poisoned_memory, rel_err
 from sepp.ops import se_excite, se_squeeze
 
 GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": lambda a: F.relu6(a + 3.0) / 6.0, "tanh": torch.tanh}
@@ -19,8 +19,8 @@ GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": lambda a: F.relu6(a + 3.0) / 
 
 def excite_inputs(n, c, r, device, dtype, bias=True, grad=False):
     g = torch.Generator().manual_seed(n * 1000 + c + r)
-    mk = lambda *s: (torch.randn(*s, generator=g, dtype=torch.float64) / max(1, s[-1]) ** 0.5 * 2)  # noqa: E731
-    t = [mk(n, c) * (c ** 0.5), mk(r, c), mk(r) if bias else None, mk(c, r), mk(c) if bias else None]
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64) / max(1, s[-1]) ** 0.5 * 2  # noqa: E731
+    t = [mk(n, c) * (c**0.5), mk(r, c), mk(r) if bias else None, mk(c, r), mk(c) if bias else None]
     out = [None if a is None else a.to(device=device, dtype=dtype) for a in t]
     if grad:
         for a in out:
@@ -41,9 +41,19 @@ def test_excite_opcheck(device, gate, bias):
     z, w1, b1, w2, b2 = excite_inputs(3, 32, 4, device, torch.float32, bias=bias, grad=True)
     opcheck(torch.ops.sepp.se_excite.default, (z, w1, b1, w2, b2, gate))
     s = se_excite(z, w1, b1, w2, b2, gate).detach()
-    opcheck(torch.ops.sepp.se_excite_backward.default,
-            (torch.randn_like(s), z.detach(), w1.detach(), b1 if b1 is None else b1.detach(), w2.detach(),
-             b2 if b2 is None else b2.detach(), s, gate))
+    opcheck(
+        torch.ops.sepp.se_excite_backward.default,
+        (
+            torch.randn_like(s),
+            z.detach(),
+            w1.detach(),
+            b1 if b1 is None else b1.detach(),
+            w2.detach(),
+            b2 if b2 is None else b2.detach(),
+            s,
+            gate,
+        ),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -61,8 +71,9 @@ def test_excite_gradcheck(device, gate, bias, n):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("gate", list(GATES))
-@pytest.mark.parametrize("n,c,r", [(1, 1, 1), (3, 16, 1), (1, 2048, 128), (3, 256, 16), (9, 1000, 62), (5, 64, 33)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "n,c,r", [(1, 1, 1), (3, 16, 1), (1, 2048, 128), (3, 256, 16), (9, 1000, 62), (5, 64, 33)], ids=lambda v: str(v)
+)
 def test_excite_matches_formula(device, dtype, gate, n, c, r):
     args = excite_inputs(n, c, r, device, dtype)
     with poisoned_memory():
@@ -86,18 +97,31 @@ def test_excite_backward_in_half_precision_matches_float64(dtype):
         assert rel_err(a, b) <= (5e-2 if dtype == torch.bfloat16 else 1e-4)
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    (dict(z=torch.randn(2, 3, 1)), ValueError, r"expected z of shape \[N, C\], got 3-D"),
-    (dict(w1=torch.randn(2, 5)), ValueError, r"expected w1 of shape \[R, 8\] \(C from z\), got \[2, 5\]"),
-    (dict(w2=torch.randn(8, 3)), ValueError, r"expected w2 of shape \[8, 2\] \(C from z, R from w1\), got \[8, 3\]"),
-    (dict(b1=torch.randn(3)), ValueError, r"expected b1 of shape \[2\], got \[3\]"),
-    (dict(b2=torch.randn(2)), ValueError, r"expected b2 of shape \[8\], got \[2\]"),
-    (dict(w1=torch.randn(2, 8, dtype=torch.float64)), TypeError, r"expected w1 of dtype Float \(z's\), got Double"),
-    (dict(gate="relu"), ValueError, r"expected gate 'sigmoid', 'hard_sigmoid' or 'tanh', got 'relu'"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        (dict(z=torch.randn(2, 3, 1)), ValueError, r"expected z of shape \[N, C\], got 3-D"),
+        (dict(w1=torch.randn(2, 5)), ValueError, r"expected w1 of shape \[R, 8\] \(C from z\), got \[2, 5\]"),
+        (
+            dict(w2=torch.randn(8, 3)),
+            ValueError,
+            r"expected w2 of shape \[8, 2\] \(C from z, R from w1\), got \[8, 3\]",
+        ),
+        (dict(b1=torch.randn(3)), ValueError, r"expected b1 of shape \[2\], got \[3\]"),
+        (dict(b2=torch.randn(2)), ValueError, r"expected b2 of shape \[8\], got \[2\]"),
+        (dict(w1=torch.randn(2, 8, dtype=torch.float64)), TypeError, r"expected w1 of dtype Float \(z's\), got Double"),
+        (dict(gate="relu"), ValueError, r"expected gate 'sigmoid', 'hard_sigmoid' or 'tanh', got 'relu'"),
+    ],
+)
 def test_excite_bad_input(bad, exc, match):
-    a = dict(z=torch.randn(3, 8), w1=torch.randn(2, 8), b1=torch.randn(2), w2=torch.randn(8, 2), b2=torch.randn(8),
-             gate="sigmoid")
+    a = dict(
+        z=torch.randn(3, 8),
+        w1=torch.randn(2, 8),
+        b1=torch.randn(2),
+        w2=torch.randn(8, 2),
+        b2=torch.randn(8),
+        gate="sigmoid",
+    )
     a.update(bad)
     with pytest.raises(exc, match=match):
         se_excite(a["z"], a["w1"], a["b1"], a["w2"], a["b2"], a["gate"])
@@ -115,9 +139,22 @@ def test_excite_under_autocast_runs_in_the_autocast_dtype_like_linear():
 
 
 # What an SE block made of ATen ops would call (pooling, the two FCs, ReLU, the gate, the scaling).
-UNFUSED = {"aten::mean", "aten::adaptive_avg_pool2d", "aten::sum", "aten::conv2d", "aten::convolution",
-           "aten::linear", "aten::addmm", "aten::mm", "aten::relu", "aten::relu_", "aten::sigmoid", "aten::sigmoid_",
-           "aten::mul", "aten::mul_"}
+UNFUSED = {
+    "aten::mean",
+    "aten::adaptive_avg_pool2d",
+    "aten::sum",
+    "aten::conv2d",
+    "aten::convolution",
+    "aten::linear",
+    "aten::addmm",
+    "aten::mm",
+    "aten::relu",
+    "aten::relu_",
+    "aten::sigmoid",
+    "aten::sigmoid_",
+    "aten::mul",
+    "aten::mul_",
+}
 
 
 def _inside_sepp_op(event):
@@ -144,18 +181,23 @@ def test_se_block_uses_the_ops_and_matches_the_reference_under_autocast():
     assert not set(outer) & UNFUSED, outer
     assert y.dtype == torch.bfloat16
     fc1, fc2 = block.fc1, block.fc2
-    s = torch.sigmoid(F.conv2d(torch.relu(F.conv2d(x.double().mean((2, 3), keepdim=True), fc1.weight.double(),
-                                                   fc1.bias.double())), fc2.weight.double(), fc2.bias.double()))
+    s = torch.sigmoid(
+        F.conv2d(
+            torch.relu(F.conv2d(x.double().mean((2, 3), keepdim=True), fc1.weight.double(), fc1.bias.double())),
+            fc2.weight.double(),
+            fc2.bias.double(),
+        )
+    )
     assert rel_err(y, x.double() * s) < 3e-2
 
 
 # ------------------------------------------------------------------------------------------------------ CUDA
 
+
 @cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("gate", list(GATES))
-@pytest.mark.parametrize("n,c,r", [(1, 256, 16), (3, 2048, 128), (256, 1024, 64), (7, 3000, 1)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("n,c,r", [(1, 256, 16), (3, 2048, 128), (256, 1024, 64), (7, 3000, 1)], ids=lambda v: str(v))
 def test_cuda_excite_matches_cpu(dtype, gate, n, c, r):
     args = excite_inputs(n, c, r, "cpu", dtype)
     cpu = se_excite(*args, gate)
@@ -168,9 +210,11 @@ def test_cuda_excite_matches_cpu(dtype, gate, n, c, r):
 def test_cuda_backward_matches_cpu():
     args = excite_inputs(5, 512, 32, "cpu", torch.float32, grad=True)
     x = torch.randn(5, 512, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
     def run(dev):
         a = [t.detach().to(dev).requires_grad_(True) for t in [x] + args]
         s = se_excite(se_squeeze(a[0]), *a[1:])
         return torch.autograd.grad(s.square().sum(), a)
+
     for g, c in zip(run("cuda"), run("cpu")):
         torch.testing.assert_close(g.cpu(), c, rtol=1e-4, atol=1e-5)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import DEVICES, cuda_only
 from torch.library import opcheck
 
 import sepp
-from helpers import DEVICES, cuda_only
 from sepp.ops import se_scale
 
 
@@ -73,10 +73,16 @@ def test_gradcheck(device, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-15), (torch.float32, 1e-6), (torch.float16, 2e-3),
-                                       (torch.bfloat16, 2e-2)], ids=["f64", "f32", "f16", "bf16"])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 7), (2, 64, 13, 17), (1, 33, 1, 1), (3, 8, 1, 7)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "dtype,tol",
+    [(torch.float64, 1e-15), (torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)],
+    ids=["f64", "f32", "f16", "bf16"],
+)
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 1, 1), (3, 5, 7, 7), (2, 64, 13, 17), (1, 33, 1, 1), (3, 8, 1, 7)],
+    ids=lambda s: "x".join(map(str, s)),
+)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_matches_formula(device, dtype, tol, shape, channels_last):
     x, s, idt = inputs(device, dtype, shape=shape, channels_last=channels_last)
@@ -106,12 +112,15 @@ def test_relu_keeps_nan_like_torch():
     assert torch.isnan(out[0, 0]).all() and out[0, 1].item() == 0.0 and out[0, 2].item() == 2.0
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(x=torch.randn(2, 3, 4)), r"expected x of shape \[N, C, H, W\], got 3-D"),
-    (dict(s=torch.rand(2, 4)), r"expected scale of shape \[2, 3\] or \[2, 3, 1, 1\].*got \[2, 4\]"),
-    (dict(s=torch.rand(2, 3, 2, 1)), r"expected scale of shape"),
-    (dict(idt=torch.randn(2, 3, 4, 5)), r"expected identity of shape \[2, 3, 4, 4\].*got \[2, 3, 4, 5\]"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(x=torch.randn(2, 3, 4)), r"expected x of shape \[N, C, H, W\], got 3-D"),
+        (dict(s=torch.rand(2, 4)), r"expected scale of shape \[2, 3\] or \[2, 3, 1, 1\].*got \[2, 4\]"),
+        (dict(s=torch.rand(2, 3, 2, 1)), r"expected scale of shape"),
+        (dict(idt=torch.randn(2, 3, 4, 5)), r"expected identity of shape \[2, 3, 4, 4\].*got \[2, 3, 4, 5\]"),
+    ],
+)
 def test_bad_shapes_raise_value_error(bad, match):
     args = dict(x=torch.randn(2, 3, 4, 4), s=torch.rand(2, 3), idt=None)
     args.update(bad)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import DEVICES, DTYPES, TOL, cuda_only, dtype_id, poisoned_memory, rel_err, shape_id
 from torch.library import opcheck
 
-from helpers import DEVICES, DTYPES, TOL, cuda_only, dtype_id, poisoned_memory, rel_err, shape_id
 from sepp.ops import se_squeeze
 
 # The issue's odd sizes: H x W = 1, 7 (1 x 7), 13 x 17, and the real stage shapes' smallest (7 x 7); batch 1 and 3.
@@ -24,8 +24,10 @@ def test_squeeze_opcheck(device, channels_last, out_dtype):
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     opcheck(torch.ops.sepp.se_squeeze.default, (x, out_dtype))
     opcheck(torch.ops.sepp.se_squeeze.default, (x.detach().bfloat16(), out_dtype))
-    opcheck(torch.ops.sepp.se_squeeze_backward.default,
-            (torch.randn(3, 6, device=device), [3, 6, 5, 7], torch.bfloat16, channels_last))
+    opcheck(
+        torch.ops.sepp.se_squeeze_backward.default,
+        (torch.randn(3, 6, device=device), [3, 6, 5, 7], torch.bfloat16, channels_last),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -37,7 +39,7 @@ def test_squeeze_gradcheck(device, shape, channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: se_squeeze(t), (x,))
-    dx, = torch.autograd.grad(se_squeeze(x).sum(), x)
+    (dx,) = torch.autograd.grad(se_squeeze(x).sum(), x)
     if channels_last and shape[1] > 1 and shape[2] * shape[3] > 1:
         assert dx.is_contiguous(memory_format=torch.channels_last)
 
@@ -73,10 +75,13 @@ def test_squeeze_reads_non_contiguous_inputs():
     torch.testing.assert_close(se_squeeze(x), x.mean((2, 3)), rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    (torch.randn(2, 3, 4), ValueError, r"se_squeeze: expected x of shape \[N, C, H, W\], got 3-D"),
-    (torch.ones(1, 2, 2, 2, dtype=torch.long), TypeError, r"se_squeeze: expected a floating-point x, got Long"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        (torch.randn(2, 3, 4), ValueError, r"se_squeeze: expected x of shape \[N, C, H, W\], got 3-D"),
+        (torch.ones(1, 2, 2, 2, dtype=torch.long), TypeError, r"se_squeeze: expected a floating-point x, got Long"),
+    ],
+)
 def test_squeeze_bad_input(bad, exc, match):
     with pytest.raises(exc, match=match):
         se_squeeze(bad)
@@ -88,6 +93,7 @@ def test_squeeze_bad_dtype_argument():
 
 
 # ------------------------------------------------------------------------------------------------------ CUDA
+
 
 @cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)

@@ -17,23 +17,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import rel_err
 from PIL import Image
 from safetensors.torch import load_file
 
 import sepp
 from sepp import train as T
-from helpers import rel_err
 
 TINY = dict(block="basic", layers=(1, 1, 1, 1), num_classes=5, se=True)
 # Subprocesses: the same sepp as this process, one thread each, gloo on the loopback interface only.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1",
-       "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    "OMP_NUM_THREADS": "1",
+    "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+}
 
 
 def python(*args, **kwargs):
     """Starts ``python ARGS`` with the same sepp as this process."""
-    return subprocess.Popen([sys.executable, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def finish(proc, timeout=300):
@@ -109,8 +114,8 @@ def test_activation_checkpointing_gives_the_plain_gradients(tiny):
     x = torch.randn(4, 3, 32, 32)
     y1, y2 = plain(x), ckpt(x)
     assert torch.equal(y1, y2)
-    (y1 ** 2).sum().backward()
-    (y2 ** 2).sum().backward()
+    (y1**2).sum().backward()
+    (y2**2).sum().backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.model.parameters()):
         assert p.grad is not None and q.grad is not None, name
         assert rel_err(q.grad, p.grad) <= 1e-6, name
@@ -159,13 +164,16 @@ def test_convert_sync_batchnorm_cannot_reach_the_cpp_batchnorm(tiny):
 # ---------------------------------------------------------------------------------------------------- library pieces
 def test_global_batches_are_the_same_images_on_any_number_of_processes():
     def steps(world, accum, batch, start=0):
-        shares = [list(T.GlobalBatchSampler(50, batch, world, r, accum, seed=1, epoch=2, start=start))
-                  for r in range(world)]
-        per_micro = [[s[i:i + batch] for i in range(0, len(s), batch)] for s in shares]
+        shares = [
+            list(T.GlobalBatchSampler(50, batch, world, r, accum, seed=1, epoch=2, start=start)) for r in range(world)
+        ]
+        per_micro = [[s[i : i + batch] for i in range(0, len(s), batch)] for s in shares]
         # global batch of step k: micro-batch a of every rank, in order (a, rank)
         n_micro = len(per_micro[0])
-        return [sum((per_micro[r][m] for m in range(k, k + accum) for r in range(world)), [])
-                for k in range(0, n_micro, accum)]
+        return [
+            sum((per_micro[r][m] for m in range(k, k + accum) for r in range(world)), [])
+            for k in range(0, n_micro, accum)
+        ]
 
     two_procs, one_proc_accum = steps(world=2, accum=1, batch=4), steps(world=1, accum=2, batch=4)
     assert two_procs == one_proc_accum and len(two_procs) == 50 // 8
@@ -183,7 +191,8 @@ def test_learning_rate_schedules():
     assert T.learning_rate(c, 1.0, 10.0, 10.5) == pytest.approx(0.0)
     s = T.Config(data="", epochs=100, warmup_epochs=0, schedule="step", step_epochs=30, gamma=0.1)
     assert [T.learning_rate(s, 0.6, t, t + 0.01) for t in (0, 29.9, 30, 60, 95)] == pytest.approx(
-        [0.6, 0.6, 0.06, 0.006, 0.0006])
+        [0.6, 0.6, 0.06, 0.006, 0.0006]
+    )
 
 
 def test_checkpoints_are_folders_with_a_latest_pointer(tmp_path, tiny):
@@ -246,9 +255,31 @@ def toy_data(tmp_path_factory):
 
 def cli_args(data, output, *extra):
     # 96 training images, a global batch of 8: 12 steps in the epoch
-    return ["--data", data, "--output", output, "--model", "se_resnet18", "--epochs", "1", "--image-size", "32",
-            "--batch-size", "8", "--lr", "0.02", "--warmup-epochs", "0.1", "--workers", "0", "--log-every", "1",
-            "--seed", "3", *extra]
+    return [
+        "--data",
+        data,
+        "--output",
+        output,
+        "--model",
+        "se_resnet18",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.02",
+        "--warmup-epochs",
+        "0.1",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def cli(data, output, *extra, nproc=1, script=None):
@@ -270,8 +301,19 @@ def runs(toy_data, tmp_path_factory):
     started = {
         "epoch": cli(toy_data, root / "epoch", *SINGLE, "--save-every", "4", "--keep", "0", "--workers", "2"),
         "two_steps": cli(toy_data, root / "two_steps", *SINGLE, "--max-steps", "2", "--no-progress"),
-        "torchrun": cli(toy_data, root / "torchrun", "--batch-size", "4", "--save-every", "2", "--keep", "0",
-                        "--activation-checkpointing", "--no-progress", nproc=2),
+        "torchrun": cli(
+            toy_data,
+            root / "torchrun",
+            "--batch-size",
+            "4",
+            "--save-every",
+            "2",
+            "--keep",
+            "0",
+            "--activation-checkpointing",
+            "--no-progress",
+            nproc=2,
+        ),
     }
     done = {name: finish(p) for name, p in started.items()}
     return {name: (root / name, d) for name, d in done.items()}
@@ -358,8 +400,22 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     source, done = runs["torchrun"]
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "one_process"
-    done = finish(cli(toy_data, run, "--batch-size", "4", "--accum-steps", "2", "--compile", "--no-progress",
-                      "--resume", step_dir(source, 2), "--max-steps", "4"))
+    done = finish(
+        cli(
+            toy_data,
+            run,
+            "--batch-size",
+            "4",
+            "--accum-steps",
+            "2",
+            "--compile",
+            "--no-progress",
+            "--resume",
+            step_dir(source, 2),
+            "--max-steps",
+            "4",
+        )
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(step_dir(run, 4) / "state.pt", weights_only=True)
     assert (state["world_size"], state["global_batch"], state["epoch_samples"], state["step"]) == (1, 8, 32, 4)
@@ -383,8 +439,9 @@ def test_killed_while_writing_a_checkpoint_leaves_the_previous_one(runs, toy_dat
     two_steps, _ = runs["two_steps"]
     run = shutil.copytree(two_steps, tmp_path / "killed")
     before = (step_dir(run, 2) / "model.safetensors").read_bytes()
-    done = finish(cli(toy_data, run, *SINGLE, "--resume", run, "--max-steps", "3", "--no-progress",
-                      script=KILLED_WHILE_SAVING))
+    done = finish(
+        cli(toy_data, run, *SINGLE, "--resume", run, "--max-steps", "3", "--no-progress", script=KILLED_WHILE_SAVING)
+    )
     assert done.returncode == -signal.SIGXFSZ, done.stderr[-3000:]  # it died while writing step 3
     assert [p.name for p in (run / "checkpoints").glob(".tmp-step-00000003-*")]  # ... half-way through
     assert not step_dir(run, 3).exists()
@@ -398,8 +455,11 @@ def test_killed_while_writing_a_checkpoint_leaves_the_previous_one(runs, toy_dat
 # ---------------------------------------------------------------------------------------------------- bad input
 def snapshot(folder: Path):
     """Every file under folder with its inode, size and modification time: a replaced or rewritten file shows."""
-    return {str(p.relative_to(folder)): (st.st_ino, st.st_size, st.st_mtime_ns)
-            for p in sorted(folder.rglob("*")) for st in [p.stat()]}
+    return {
+        str(p.relative_to(folder)): (st.st_ino, st.st_size, st.st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        for st in [p.stat()]
+    }
 
 
 def break_data(data: Path, tmp: Path) -> Path:
@@ -410,12 +470,14 @@ def break_data(data: Path, tmp: Path) -> Path:
 
 def corrupted(name: str):
     """Truncates a file of the run's checkpoint; the data is left as it is."""
+
     def make(data: Path, run: Path, tmp: Path) -> Path:
         path = step_dir(run, 2) / name
         content = path.read_bytes()
         path.unlink()  # the run folder is a copy made of hard links: replace the file, do not write into it
         path.write_bytes(content[: len(content) // 2])
         return data
+
     return make
 
 
@@ -427,10 +489,16 @@ def unchanged(data: Path, run: Path, tmp: Path) -> Path:
 # Every case points --output at a copy of a 2-step run, and resumes it unless the case is in NO_RESUME.
 BAD_INPUT = {
     "missing_data_folder": (lambda data, run, tmp: tmp / "nowhere", [], "--data: no folder"),
-    "empty_class_folder": (lambda data, run, tmp: break_data(data, tmp), [],
-                           "Found no valid file for the classes yellow"),
-    "unknown_model": (unchanged, ["--model", "se_resnet9000"],
-                      "--model: unknown model 'se_resnet9000'; expected one of resnet18"),
+    "empty_class_folder": (
+        lambda data, run, tmp: break_data(data, tmp),
+        [],
+        "Found no valid file for the classes yellow",
+    ),
+    "unknown_model": (
+        unchanged,
+        ["--model", "se_resnet9000"],
+        "--model: unknown model 'se_resnet9000'; expected one of resnet18",
+    ),
     "corrupt_checkpoint_state": (corrupted("state.pt"), [], "state.pt' is not a readable checkpoint state"),
     "corrupt_checkpoint_weights": (corrupted("model.safetensors"), [], "not a valid safetensors file"),
     "output_holds_another_run": (unchanged, [], "already holds a run"),

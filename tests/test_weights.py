@@ -14,10 +14,10 @@ import textwrap
 import pytest
 import safetensors.torch
 import torch
+from helpers import randomize_
 
 import sepp
 from sepp import _C
-from helpers import randomize_
 
 SMALL = dict(block="basic", layers=(1, 1, 1, 1), num_classes=5, se=True)
 
@@ -28,8 +28,9 @@ READERS = {"python": lambda m, p: sepp.load_weights(m, p), "cpp": lambda m, p: _
 
 @pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("writer", WRITERS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
-                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=["f32", "f64", "f16", "bf16"]
+)
 def test_round_trip_gives_identical_outputs(tmp_path, writer, reader, dtype):
     src = randomize_(sepp.ResNet(**SMALL)).to(dtype).eval()
     path = tmp_path / "w.safetensors"
@@ -89,21 +90,38 @@ F32_4 = struct.pack("<4f", 1, 2, 3, 4)
 # case -> (writes the bad file, what the C++ reader says exactly)
 BAD_FILES = {
     "truncated": (lambda p: (p.write_bytes(b"\x10\x00\x00"), p)[1], "truncated file: 3 bytes"),
-    "header_past_end": (lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
-                                           F32_4, header_len=10_000), "runs past the end of the file"),
+    "header_past_end": (
+        lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, F32_4, header_len=10_000),
+        "runs past the end of the file",
+    ),
     "malformed_json": (lambda p: raw_file(p, b'{"a": {"dtype": "F32",'), "not valid JSON"),
-    "overlap": (lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                                       "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, F32_4[:12]),
-                "overlaps the tensor before it"),
-    "out_of_range": (lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}},
-                                        F32_4[:8]), "out of range"),
-    "bytes_disagree_with_shape": (lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [3],
-                                                               "data_offsets": [0, 16]}}, F32_4),
-                                  "needs 12 bytes but data_offsets give 16"),
-    "unknown_dtype": (lambda p: raw_file(p, {"a": {"dtype": "F12", "shape": [4], "data_offsets": [0, 16]}}, F32_4),
-                      "unknown dtype 'F12'"),
-    "gap": (lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, F32_4),
-            "leaves a gap of 8 bytes"),
+    "overlap": (
+        lambda p: raw_file(
+            p,
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            F32_4[:12],
+        ),
+        "overlaps the tensor before it",
+    ),
+    "out_of_range": (
+        lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, F32_4[:8]),
+        "out of range",
+    ),
+    "bytes_disagree_with_shape": (
+        lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, F32_4),
+        "needs 12 bytes but data_offsets give 16",
+    ),
+    "unknown_dtype": (
+        lambda p: raw_file(p, {"a": {"dtype": "F12", "shape": [4], "data_offsets": [0, 16]}}, F32_4),
+        "unknown dtype 'F12'",
+    ),
+    "gap": (
+        lambda p: raw_file(p, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, F32_4),
+        "leaves a gap of 8 bytes",
+    ),
 }
 
 
@@ -132,15 +150,22 @@ def test_bad_files_raise_and_leave_the_model_unchanged(tmp_path, reader, case):
 def test_name_and_shape_mismatches_are_listed(tmp_path, reader, kind):
     model = randomize_(sepp.ResNet(**SMALL))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    path = valid_state_file(tmp_path, model, drop="layer2.0.se.fc1.bias" if kind == "missing" else None,
-                            add="head.weight" if kind == "unexpected" else None,
-                            reshape="fc.bias" if kind == "shape" else None)
+    path = valid_state_file(
+        tmp_path,
+        model,
+        drop="layer2.0.se.fc1.bias" if kind == "missing" else None,
+        add="head.weight" if kind == "unexpected" else None,
+        reshape="fc.bias" if kind == "shape" else None,
+    )
     with pytest.raises(ValueError) as info:
         READERS[reader](model, path)
     text = str(info.value)
     assert str(path) in text and "unchanged" in text
-    assert {"missing": "missing: layer2.0.se.fc1.bias", "unexpected": "unexpected: head.weight",
-            "shape": "shape mismatch: fc.bias (file [3, 3], model [5])"}[kind] in text
+    assert {
+        "missing": "missing: layer2.0.se.fc1.bias",
+        "unexpected": "unexpected: head.weight",
+        "shape": "shape mismatch: fc.bias (file [3, 3], model [5])",
+    }[kind] in text
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
 
@@ -172,8 +197,9 @@ def test_crash_mid_save_leaves_the_previous_file(tmp_path, writer):
     sepp.save_weights(small, target)
     before = target.read_bytes()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the same sepp as this process
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(target), writer], capture_output=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(target), writer], capture_output=True, env=env, timeout=300
+    )
     assert proc.returncode == -signal.SIGXFSZ, proc.stderr.decode()[-2000:]  # it really died mid-write
     assert target.read_bytes() == before
     restored = sepp.ResNet(**SMALL)

@@ -17,8 +17,8 @@ namespace sepp::inference {
 
 at::Tensor FoldedConv::run(const at::Tensor& x, bool relu) const {
   if (packed.defined()) {
-    return onednn_ops().unary->call(x, packed, bias, padding, stride, dilation, groups, relu ? "relu" : "none",
-                                    Scalars(), std::nullopt);
+    return onednn_ops().unary->call(
+        x, packed, bias, padding, stride, dilation, groups, relu ? "relu" : "none", Scalars(), std::nullopt);
   }
   if (cudnn_fused && relu) {
     return at::cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
@@ -32,13 +32,10 @@ at::Tensor FoldedConv::run_add_relu(const at::Tensor& x, const at::Tensor& other
 }
 
 at::Tensor FoldedConv::run_add_relu(
-    const at::Tensor& x,
-    const at::Tensor& other,
-    const at::Tensor& w,
-    const at::Tensor& b) const {
+    const at::Tensor& x, const at::Tensor& other, const at::Tensor& w, const at::Tensor& b) const {
   if (packed.defined()) {
-    return onednn_ops().binary->call(x, other, w, b, padding, stride, dilation, groups, "add", std::nullopt, "relu",
-                                     Scalars(), std::nullopt);
+    return onednn_ops().binary->call(
+        x, other, w, b, padding, stride, dilation, groups, "add", std::nullopt, "relu", Scalars(), std::nullopt);
   }
   if (cudnn_fused) {
     return at::cudnn_convolution_add_relu(x, w, other, 1, b, stride, padding, dilation, groups);
@@ -47,8 +44,9 @@ at::Tensor FoldedConv::run_add_relu(
 }
 
 std::array<int64_t, 2> FoldedConv::output_hw(std::array<int64_t, 2> hw) const {
-  return {window_output_size(hw[0], weight.size(2), stride[0], padding[0], dilation[0]),
-          window_output_size(hw[1], weight.size(3), stride[1], padding[1], dilation[1])};
+  return {
+      window_output_size(hw[0], weight.size(2), stride[0], padding[0], dilation[0]),
+      window_output_size(hw[1], weight.size(3), stride[1], padding[1], dilation[1])};
 }
 
 bool FoldedConv::is_pointwise() const {
@@ -80,8 +78,9 @@ FoldedConv fold_conv_bn(
   f.bias = bias.to(target.dtype);
   f.cudnn_fused = target.cudnn_fused;
   if (target.onednn) {
-    f.packed = at::mkldnn_reorder_conv2d_weight(f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation,
-                                                f.groups, std::vector<int64_t>(input.begin(), input.end()));
+    f.packed = at::mkldnn_reorder_conv2d_weight(
+        f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation, f.groups,
+        std::vector<int64_t>(input.begin(), input.end()));
   }
   return f;
 }

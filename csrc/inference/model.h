@@ -64,9 +64,7 @@ struct Block {
   at::Tensor branch(const at::Tensor& x) const;
   at::Tensor merge(const at::Tensor& h, const at::Tensor& other) const;
   at::Tensor merge_se(const at::Tensor& h, const at::Tensor& shortcut) const;
-  at::Tensor scale_by_se(const at::Tensor& t) const {
-    return se->apply(t);
-  }
+  at::Tensor scale_by_se(const at::Tensor& t) const { return se->apply(t); }
 };
 
 }  // namespace sepp::inference

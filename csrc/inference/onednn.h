@@ -1,7 +1,8 @@
 #pragma once
 
-// oneDNN convolutions with fused post-ops, as inductor's CPU freezing calls them (aten/src/ATen/native/mkldnn/Conv.cpp),
-// through the dispatcher: found once, absent where torch is built without MKLDNN.
+// oneDNN convolutions with fused post-ops, as inductor's CPU freezing calls them
+// (aten/src/ATen/native/mkldnn/Conv.cpp), through the dispatcher: found once, absent where torch is built without
+// MKLDNN.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -12,13 +13,31 @@
 namespace sepp::inference {
 
 using Scalars = c10::List<std::optional<at::Scalar>>;
-using UnaryConvFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                               c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, std::string_view, Scalars,
-                               std::optional<std::string_view>);
-using BinaryConvFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                const std::optional<at::Tensor>&, c10::IntArrayRef, c10::IntArrayRef,
-                                c10::IntArrayRef, int64_t, std::string_view, std::optional<at::Scalar>,
-                                std::optional<std::string_view>, Scalars, std::optional<std::string_view>);
+using UnaryConvFn = at::Tensor(
+    const at::Tensor&,
+    const at::Tensor&,
+    const std::optional<at::Tensor>&,
+    c10::IntArrayRef,
+    c10::IntArrayRef,
+    c10::IntArrayRef,
+    int64_t,
+    std::string_view,
+    Scalars,
+    std::optional<std::string_view>);
+using BinaryConvFn = at::Tensor(
+    const at::Tensor&,
+    const at::Tensor&,
+    const at::Tensor&,
+    const std::optional<at::Tensor>&,
+    c10::IntArrayRef,
+    c10::IntArrayRef,
+    c10::IntArrayRef,
+    int64_t,
+    std::string_view,
+    std::optional<at::Scalar>,
+    std::optional<std::string_view>,
+    Scalars,
+    std::optional<std::string_view>);
 
 struct OneDnnOps {
   /// mkldnn::_convolution_pointwise: conv + bias, then a unary post-op ("relu" or "none").

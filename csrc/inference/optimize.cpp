@@ -37,16 +37,21 @@ SEWeights se_weights(const SEBlock& se, c10::ScalarType mlp_dtype) {
 
 // The tail of a block with a standard SE block (see SETail).
 SETail choose_tail(const Block& b, const torch::Device& device) {
-  const bool squeeze_first = b.convs.size() == 3 && !b.relu_before_se && b.se->squeeze == SESqueeze::Avg &&
-                             b.convs.back().is_pointwise();
+  const bool squeeze_first =
+      b.convs.size() == 3 && !b.relu_before_se && b.se->squeeze == SESqueeze::Avg && b.convs.back().is_pointwise();
   if (device.is_cuda()) return squeeze_first ? SETail::SqueezeFirst : SETail::OutOfPlace;
   return squeeze_first ? SETail::SqueezeFirstScaledConv3 : SETail::InPlace;
 }
 
 // The optimized twin of one residual block whose input has spatial size `hw` (advanced to its output's).
 template <typename Impl>
-Block fold_block(Impl& m, const FoldTarget& target, c10::ScalarType mlp_dtype, const torch::Device& device,
-                 int64_t n, std::array<int64_t, 2>& hw) {
+Block fold_block(
+    Impl& m,
+    const FoldTarget& target,
+    c10::ScalarType mlp_dtype,
+    const torch::Device& device,
+    int64_t n,
+    std::array<int64_t, 2>& hw) {
   Block b;
   const auto in_hw = hw;
   auto fold = [&](const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn) {
@@ -112,8 +117,8 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   const auto& onednn = inference::onednn_ops();
   FoldTarget target;
   target.dtype = dtype;
-  target.onednn = device.is_cpu() && onednn.unary.has_value() &&
-                  (dtype == at::kFloat || (dtype == at::kBFloat16 && onednn.bf16));
+  target.onednn =
+      device.is_cpu() && onednn.unary.has_value() && (dtype == at::kFloat || (dtype == at::kBFloat16 && onednn.bf16));
   target.cudnn_fused = inference::cudnn_fused_available(device, dtype);
   impl->backend = target.onednn ? "onednn" : target.cudnn_fused ? "cudnn" : "aten";
   if (device.is_cuda() && options.cuda_graphs() && inference::cuda_graphs_built()) {

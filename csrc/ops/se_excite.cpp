@@ -36,9 +36,7 @@ at::Tensor se_excite(
     const at::Tensor& w2,
     const std::optional<at::Tensor>& b2,
     std::string_view gate) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sepp::se_excite", "")
-                       .typed<decltype(se_excite)>();
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("sepp::se_excite", "").typed<decltype(se_excite)>();
   return op.call(z, w1, b1, w2, b2, gate);
 }
 
@@ -51,9 +49,8 @@ SEExciteGrads se_excite_backward(
     const std::optional<at::Tensor>& b2,
     const at::Tensor& s,
     std::string_view gate) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("sepp::se_excite_backward", "")
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("sepp::se_excite_backward", "")
                        .typed<decltype(se_excite_backward)>();
   return op.call(grad, z, w1, b1, w2, b2, s, gate);
 }

@@ -67,7 +67,8 @@ inline int64_t check_se_excite(
   TORCH_CHECK_TYPE(at::isFloatingType(z.scalar_type()), who, ": expected a floating-point z, got ", z.scalar_type());
   const auto c = z.sym_size(1);
   TORCH_CHECK_VALUE(
-      w1.dim() == 2 && w1.sym_size(1) == c, who, ": expected w1 of shape [R, ", c, "] (C from z), got ", w1.sym_sizes());
+      w1.dim() == 2 && w1.sym_size(1) == c, who, ": expected w1 of shape [R, ", c, "] (C from z), got ",
+      w1.sym_sizes());
   const auto r = w1.sym_size(0);
   TORCH_CHECK_VALUE(
       w2.dim() == 2 && w2.sym_size(0) == c && w2.sym_size(1) == r, who, ": expected w2 of shape [", c, ", ", r,

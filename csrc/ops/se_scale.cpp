@@ -18,51 +18,31 @@ TORCH_LIBRARY(sepp, m) {
 }
 
 at::Tensor se_scale(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sepp::se_scale", "")
-                       .typed<decltype(se_scale)>();
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("sepp::se_scale", "").typed<decltype(se_scale)>();
   return op.call(x, scale, identity, relu);
 }
 
-at::Tensor& se_scale_(
-    at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sepp::se_scale_", "")
-                       .typed<decltype(se_scale_)>();
+at::Tensor& se_scale_(at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("sepp::se_scale_", "").typed<decltype(se_scale_)>();
   return op.call(x, scale, identity, relu);
 }
 
 namespace {
 at::Tensor& se_scale_inplace_meta(
-    at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool /*relu*/) {
+    at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool /*relu*/) {
   detail::check_se_scale(x, scale, identity, /*opmath_scale_ok=*/true);
   return x;
 }
 
 at::Tensor& se_scale_inplace_composite(
-    at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   detail::check_se_scale(x, scale, identity, /*opmath_scale_ok=*/true);
   return x.copy_(se_scale(x, scale.to(x.scalar_type()), identity, relu));
 }
 
 at::Tensor se_scale_meta(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool /*relu*/) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool /*relu*/) {
   detail::check_se_scale(x, scale, identity);
   return at::empty_like(x, detail::kernel_layout(x));
 }

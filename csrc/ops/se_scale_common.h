@@ -18,16 +18,18 @@ inline void check_se_scale(
     const at::Tensor& scale,
     const std::optional<at::Tensor>& identity,
     bool opmath_scale_ok = false) {
-  TORCH_CHECK_VALUE(x.dim() == 4, "sepp::se_scale: expected x of shape [N, C, H, W], got ", x.dim(), "-D ", x.sym_sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "sepp::se_scale: expected a floating-point x, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(
+      x.dim() == 4, "sepp::se_scale: expected x of shape [N, C, H, W], got ", x.dim(), "-D ", x.sym_sizes());
+  TORCH_CHECK_TYPE(
+      at::isFloatingType(x.scalar_type()), "sepp::se_scale: expected a floating-point x, got ", x.scalar_type());
   const auto n = x.sym_size(0);
   const auto c = x.sym_size(1);
   const bool scale_ok = (scale.dim() == 2 && scale.sym_size(0) == n && scale.sym_size(1) == c) ||
-      (scale.dim() == 4 && scale.sym_size(0) == n && scale.sym_size(1) == c && scale.sym_size(2) == 1 &&
-       scale.sym_size(3) == 1);
+                        (scale.dim() == 4 && scale.sym_size(0) == n && scale.sym_size(1) == c &&
+                         scale.sym_size(2) == 1 && scale.sym_size(3) == 1);
   TORCH_CHECK_VALUE(
-      scale_ok, "sepp::se_scale: expected scale of shape [", n, ", ", c, "] or [", n, ", ", c, ", 1, 1] for x of shape ",
-      x.sym_sizes(), ", got ", scale.sym_sizes());
+      scale_ok, "sepp::se_scale: expected scale of shape [", n, ", ", c, "] or [", n, ", ", c,
+      ", 1, 1] for x of shape ", x.sym_sizes(), ", got ", scale.sym_sizes());
   const bool opmath_scale = opmath_scale_ok && scale.scalar_type() == at::kFloat &&
                             (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16);
   TORCH_CHECK_TYPE(
@@ -53,16 +55,12 @@ inline void check_se_scale(
 struct SEScaleOperands {
   at::MemoryFormat layout;
   at::Tensor x, scale, identity, out;  // identity undefined when absent
-  bool has_identity() const {
-    return identity.defined();
-  }
+  bool has_identity() const { return identity.defined(); }
 };
 
 /// Checks the inputs (after the kernel's own device check) and makes the operands.
 inline SEScaleOperands prepare_se_scale(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity) {
   check_se_scale(x, scale, identity);
   SEScaleOperands o;
   o.layout = kernel_layout(x);

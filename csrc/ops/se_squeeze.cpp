@@ -19,17 +19,12 @@ TORCH_LIBRARY_FRAGMENT(sepp, m) {
 }
 
 at::Tensor se_squeeze(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sepp::se_squeeze", "")
-                       .typed<decltype(se_squeeze)>();
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("sepp::se_squeeze", "").typed<decltype(se_squeeze)>();
   return op.call(x, dtype);
 }
 
 at::Tensor se_squeeze_backward(
-    const at::Tensor& grad,
-    at::IntArrayRef input_size,
-    at::ScalarType input_dtype,
-    bool channels_last) {
+    const at::Tensor& grad, at::IntArrayRef input_size, at::ScalarType input_dtype, bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("sepp::se_squeeze_backward", "")
                        .typed<decltype(se_squeeze_backward)>();
@@ -45,10 +40,7 @@ at::Tensor se_squeeze_meta(const at::Tensor& x, std::optional<at::ScalarType> dt
 
 // dx[n, c, h, w] = grad[n, c] / (H * W), written once in the input's layout.
 at::Tensor se_squeeze_backward_impl(
-    const at::Tensor& grad,
-    at::IntArrayRef input_size,
-    at::ScalarType input_dtype,
-    bool channels_last) {
+    const at::Tensor& grad, at::IntArrayRef input_size, at::ScalarType input_dtype, bool channels_last) {
   TORCH_CHECK_VALUE(
       input_size.size() == 4, "sepp::se_squeeze_backward: expected input_size [N, C, H, W], got ", input_size);
   TORCH_CHECK_VALUE(

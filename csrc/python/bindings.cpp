@@ -110,7 +110,8 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("backend", &sepp::OptimizedResNet::backend)
       .def_property_readonly("num_features", &sepp::OptimizedResNet::num_features)
       .def_property_readonly("cuda_graphs_captured", &sepp::OptimizedResNet::cuda_graphs_captured)
-      .def_property_readonly("options", [](const sepp::OptimizedResNet& self) { return options_dict(self.model_options()); });
+      .def_property_readonly(
+          "options", [](const sepp::OptimizedResNet& self) { return options_dict(self.model_options()); });
   m.def(
       "optimize_for_inference",
       [](const std::shared_ptr<sepp::ResNetImpl>& model, const std::string& dtype, std::vector<int64_t> input_size,
@@ -134,14 +135,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("model_names", &sepp::model_names, "Names of the models in the factory table.");
   m.def("model_description", &sepp::model_description, py::arg("name"), "One line on a named model.");
   m.def(
-      "model_config", [](const std::string& name) { return options_dict(sepp::model_config(name)); },
-      py::arg("name"), "The ResNet keyword arguments of a named model.");
+      "model_config", [](const std::string& name) { return options_dict(sepp::model_config(name)); }, py::arg("name"),
+      "The ResNet keyword arguments of a named model.");
   m.def("pretty_print", &pretty, py::arg("module"), "The one-line description a C++ module prints of itself.");
   m.def("forward", &forward_any, py::arg("module"), py::arg("x"), kNoGil);
-  m.def("save_weights", static_cast<void (*)(const Module&, const std::string&)>(&sepp::save_weights), py::arg("module"), py::arg("path"), kNoGil,
-        "Writes the module's parameters and buffers as safetensors, atomically (C++ writer).");
-  m.def("load_weights", static_cast<void (*)(Module&, const std::string&)>(&sepp::load_weights), py::arg("module"), py::arg("path"), kNoGil,
-        "Loads a safetensors file into the module after checking all of it (C++ reader).");
+  m.def(
+      "save_weights", static_cast<void (*)(const Module&, const std::string&)>(&sepp::save_weights), py::arg("module"),
+      py::arg("path"), kNoGil, "Writes the module's parameters and buffers as safetensors, atomically (C++ writer).");
+  m.def(
+      "load_weights", static_cast<void (*)(Module&, const std::string&)>(&sepp::load_weights), py::arg("module"),
+      py::arg("path"), kNoGil, "Loads a safetensors file into the module after checking all of it (C++ reader).");
   m.def(
       "read_safetensors",
       [](const std::string& path) {

@@ -28,13 +28,20 @@ struct is_vector<std::vector<T>> : std::true_type {};
 
 template <typename T>
 const char* python_type_name() {
-  if constexpr (std::is_same_v<T, bool>) return "a bool";
-  else if constexpr (std::is_integral_v<T>) return "an int";
-  else if constexpr (std::is_floating_point_v<T>) return "a float";
-  else if constexpr (std::is_same_v<T, std::string>) return "a str";
-  else if constexpr (std::is_same_v<T, std::vector<bool>>) return "a bool or a sequence of bools";
-  else if constexpr (is_vector<T>::value) return "a sequence of ints";
-  else return "a value of the option's type";
+  if constexpr (std::is_same_v<T, bool>)
+    return "a bool";
+  else if constexpr (std::is_integral_v<T>)
+    return "an int";
+  else if constexpr (std::is_floating_point_v<T>)
+    return "a float";
+  else if constexpr (std::is_same_v<T, std::string>)
+    return "a str";
+  else if constexpr (std::is_same_v<T, std::vector<bool>>)
+    return "a bool or a sequence of bools";
+  else if constexpr (is_vector<T>::value)
+    return "a sequence of ints";
+  else
+    return "a value of the option's type";
 }
 
 /// An option's value as Python sees it (a tuple for a vector, None for an unset ZeroIsNone int).
@@ -57,8 +64,7 @@ T from_python(py::handle h, const T& current, OptionKind kind, const char* who, 
   auto fail = [&]() -> T {
     TORCH_CHECK_TYPE(
         false, who, ": expected ", python_type_name<T>(), " for option '", name, "', got ",
-        py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>(), " ",
-        py::repr(h).cast<std::string>());
+        py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>(), " ", py::repr(h).cast<std::string>());
   };
   if constexpr (std::is_same_v<T, int64_t>) {
     if (kind == OptionKind::ZeroIsNone && h.is_none()) return 0;
@@ -90,9 +96,8 @@ T from_python(py::handle h, const T& current, OptionKind kind, const char* who, 
 template <typename Options>
 py::dict options_dict(const Options& o) {
   py::dict d;
-  Options::visit(o, [&](const char* name, const auto& field, OptionKind kind, const char*) {
-    d[name] = to_python(field, kind);
-  });
+  Options::visit(
+      o, [&](const char* name, const auto& field, OptionKind kind, const char*) { d[name] = to_python(field, kind); });
   return d;
 }
 

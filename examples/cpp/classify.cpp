@@ -16,10 +16,14 @@ int main(int argc, char** argv) {
   std::string model = "se_resnet50", weights, input, logits_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--model") model = value;
-    else if (flag == "--weights") weights = value;
-    else if (flag == "--input") input = value;
-    else if (flag == "--logits") logits_path = value;
+    if (flag == "--model")
+      model = value;
+    else if (flag == "--weights")
+      weights = value;
+    else if (flag == "--input")
+      input = value;
+    else if (flag == "--logits")
+      logits_path = value;
     else {
       std::cerr << "classify: unknown argument " << flag << "\n";
       return 2;

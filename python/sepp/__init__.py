@@ -15,8 +15,7 @@ from typing import Any, Dict
 
 import torch  # noqa: F401  (must be imported before the extension: it provides the C++ module base class)
 
-from . import _C
-from . import ops
+from . import _C, ops
 from ._module import CppModule
 from .factories import *  # noqa: F401,F403
 from .factories import __all__ as _factory_names
@@ -35,5 +34,19 @@ def build_info() -> Dict[str, Any]:
     return info
 
 
-__all__ = ["SEBlock", "BasicBlock", "Bottleneck", "ResNet", "CppModule", "create_model", "model_names",
-           "build_info", "ops", "save_weights", "load_weights", "optimize_for_inference", "OptimizedResNet", *_factory_names]
+__all__ = [
+    "SEBlock",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "CppModule",
+    "create_model",
+    "model_names",
+    "build_info",
+    "ops",
+    "save_weights",
+    "load_weights",
+    "optimize_for_inference",
+    "OptimizedResNet",
+    *_factory_names,
+]

@@ -26,8 +26,9 @@ def sepp_bench_executable() -> Optional[Path]:
 def bench_main() -> None:
     exe = sepp_bench_executable()
     if exe is None:
-        raise SystemExit(f"sepp-bench: the executable is missing from the sepp package ({_packaged('sepp-bench')}); "
-                         f"reinstall sepp")
+        raise SystemExit(
+            f"sepp-bench: the executable is missing from the sepp package ({_packaged('sepp-bench')}); reinstall sepp"
+        )
     os.execv(str(exe), [str(exe), *sys.argv[1:]])
 
 

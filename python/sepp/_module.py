@@ -131,13 +131,15 @@ class CppModule(nn.Module):
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if d.get("_sepp_ready") and name not in type(self).__dict__ and name != "training":
-            if isinstance(value, nn.Module) or (isinstance(value, torch.Tensor) and (
-                    name in d.get("_parameters", {}) or name in d.get("_buffers", {}) or
-                    name in d.get("_modules", {}))):
+            if isinstance(value, nn.Module) or (
+                isinstance(value, torch.Tensor)
+                and (name in d.get("_parameters", {}) or name in d.get("_buffers", {}) or name in d.get("_modules", {}))
+            ):
                 raise TypeError(
                     f"{self._get_name()}.{name}: sepp modules are C++ modules; replacing a submodule or a parameter "
                     f"from Python would not reach the C++ forward. Change values in place (e.g. "
-                    f"`with torch.no_grad(): m.{name}.copy_(...)`) or use the C++ API (e.g. reset_classifier)")
+                    f"`with torch.no_grad(): m.{name}.copy_(...)`) or use the C++ API (e.g. reset_classifier)"
+                )
         super().__setattr__(name, value)
 
     def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
@@ -177,7 +179,7 @@ class CppModule(nn.Module):
     def extra_repr(self) -> str:
         text = _C.pretty_print(self._cpp)
         start, end = text.find("("), text.rfind(")")
-        return text[start + 1:end] if 0 <= start < end else ""
+        return text[start + 1 : end] if 0 <= start < end else ""
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "CppModule":
         new = wrap(self._cpp.clone())  # C++ clone(): new parameters and buffers with the same values
@@ -193,7 +195,8 @@ class CppModule(nn.Module):
     def __reduce_ex__(self, protocol: int) -> Any:
         raise TypeError(
             f"a {self._get_name()} submodule of a sepp model cannot be pickled on its own; pickle the whole model "
-            f"(or save its state_dict / sepp weights)")
+            f"(or save its state_dict / sepp weights)"
+        )
 
 
 class CppSequential(CppModule):

@@ -27,6 +27,7 @@ from .models import ResNet, create_model
 def model_config(name: str) -> Dict[str, Any]:
     return dict(_C.model_config(name))
 
+
 __all__ = ["LAYOUTS", "layout_options", "convert_state_dict", "load_converted", "create_from_checkpoint"]
 
 LAYOUTS = ("timm", "torchvision", "timm_legacy", "cadene", "senet_pytorch")
@@ -63,14 +64,16 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str) -> "
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, expected a tensor")
-        k = key[len("module."):] if key.startswith("module.") else key
+        k = key[len("module.") :] if key.startswith("module.") else key
         if layout in ("timm_legacy", "cadene"):
             if k.startswith("layer0.") and not k.startswith(("layer0.conv1.", "layer0.bn1.")):
-                raise ValueError(f"{layout} checkpoint entry {key!r}: a 3x3 stem (SENet-154 style) is not a sepp "
-                                 f"model; expected layer0.conv1 / layer0.bn1 only")
+                raise ValueError(
+                    f"{layout} checkpoint entry {key!r}: a 3x3 stem (SENet-154 style) is not a sepp "
+                    f"model; expected layer0.conv1 / layer0.bn1 only"
+                )
             for old, new in _LEGACY_PREFIXES:
                 if k.startswith(old):
-                    k = new + k[len(old):]
+                    k = new + k[len(old) :]
             k = k.replace(".se_module.", ".se.")
         elif layout == "senet_pytorch" and ".se.fc." in k:
             head, _, tail = k.partition(".se.fc.")
@@ -78,8 +81,10 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str) -> "
             if index not in ("0", "2") or param != "weight":
                 raise ValueError(f"senet_pytorch checkpoint entry {key!r}: expected se.fc.0.weight or se.fc.2.weight")
             if value.dim() != 2:
-                raise ValueError(f"senet_pytorch checkpoint entry {key!r}: expected a 2-D Linear weight, got shape "
-                                 f"{list(value.shape)}")
+                raise ValueError(
+                    f"senet_pytorch checkpoint entry {key!r}: expected a 2-D Linear weight, got shape "
+                    f"{list(value.shape)}"
+                )
             k = f"{head}.se.fc{1 if index == '0' else 2}.weight"
             value = value.reshape(*value.shape, 1, 1)
         if k in out:
@@ -94,8 +99,7 @@ def load_converted(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor
     return model
 
 
-def create_from_checkpoint(name: str, state_dict: Mapping[str, torch.Tensor], layout: str,
-                           **overrides: Any) -> ResNet:
+def create_from_checkpoint(name: str, state_dict: Mapping[str, torch.Tensor], layout: str, **overrides: Any) -> ResNet:
     """A sepp model ``name`` with the options the layout needs, its classifier sized from the checkpoint, loaded."""
     converted = convert_state_dict(state_dict, layout)
     if "fc.weight" in converted:

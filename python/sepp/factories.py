@@ -20,10 +20,12 @@ def _factory(name: str) -> Callable[..., ResNet]:
 
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = __name__
-    factory.__doc__ = (f"{_C.model_description(name)}. Keyword arguments override its :class:`~sepp.ResNet` options "
-                       f"(e.g. ``num_classes=10``; ``rd_divisor=8`` gives timm's SE widths). ``pretrained`` names a "
-                       f"hub repository such as ``'timm/seresnet50.a1_in1k'`` (see :mod:`sepp.hub`); without it the "
-                       f"model is freshly initialised.")
+    factory.__doc__ = (
+        f"{_C.model_description(name)}. Keyword arguments override its :class:`~sepp.ResNet` options "
+        f"(e.g. ``num_classes=10``; ``rd_divisor=8`` gives timm's SE widths). ``pretrained`` names a "
+        f"hub repository such as ``'timm/seresnet50.a1_in1k'`` (see :mod:`sepp.hub`); without it the "
+        f"model is freshly initialised."
+    )
     return factory
 
 

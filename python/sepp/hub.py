@@ -38,8 +38,10 @@ def _download(repo: str, filename: str) -> str:
     try:
         return hf_hub_download(repo, filename)
     except LocalEntryNotFoundError as e:
-        raise RuntimeError(f"pretrained={repo!r}: {filename} is not in the local hub cache and cannot be downloaded "
-                           f"(offline, or no network): {e}") from e
+        raise RuntimeError(
+            f"pretrained={repo!r}: {filename} is not in the local hub cache and cannot be downloaded "
+            f"(offline, or no network): {e}"
+        ) from e
     except (RepositoryNotFoundError, EntryNotFoundError) as e:
         raise ValueError(f"pretrained={repo!r}: the hub has no {filename} there: {e}") from e
 
@@ -48,10 +50,11 @@ def load_pretrained(name: str, tag: str, **overrides: Any) -> ResNet:
     """Model ``name`` with the weights of hub repository ``tag`` (e.g. ``"timm/seresnet50.a1_in1k"``).
 
     ``num_classes`` other than the checkpoint's gives a freshly initialised classifier (fine-tuning)."""
-    repo = tag[len("hf-hub:"):] if tag.startswith("hf-hub:") else tag
+    repo = tag[len("hf-hub:") :] if tag.startswith("hf-hub:") else tag
     if repo.count("/") != 1:
-        raise ValueError(f"pretrained: expected a hub repository 'owner/name' such as 'timm/seresnet50.a1_in1k', "
-                         f"got {tag!r}")
+        raise ValueError(
+            f"pretrained: expected a hub repository 'owner/name' such as 'timm/seresnet50.a1_in1k', got {tag!r}"
+        )
     with open(_download(repo, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     arch = str(config.get("architecture") or repo.split("/")[1].split(".")[0])

@@ -56,33 +56,50 @@ class OptimizedResNet(nn.Module):
 
     def train(self, mode: bool = True) -> "OptimizedResNet":
         if mode:
-            raise RuntimeError("OptimizedResNet is inference-only: train the original model, then call "
-                               "sepp.optimize_for_inference on it again")
+            raise RuntimeError(
+                "OptimizedResNet is inference-only: train the original model, then call "
+                "sepp.optimize_for_inference on it again"
+            )
         return super().train(False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> "OptimizedResNet":
-        raise TypeError("OptimizedResNet cannot be moved or cast: move or cast the original model, then call "
-                        "sepp.optimize_for_inference(model, dtype=...) on it again")
+        raise TypeError(
+            "OptimizedResNet cannot be moved or cast: move or cast the original model, then call "
+            "sepp.optimize_for_inference(model, dtype=...) on it again"
+        )
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "OptimizedResNet":
         # The C++ object is immutable, so copies can share it.
         new = OptimizedResNet(self._impl, self.dtype, self.device)
-        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()
-                             if k not in ("_impl", "_modules", "_parameters", "_buffers")})
+        new.__dict__.update(
+            {
+                k: copy.deepcopy(v, memo)
+                for k, v in self.__dict__.items()
+                if k not in ("_impl", "_modules", "_parameters", "_buffers")
+            }
+        )
         return new
 
     def __reduce__(self) -> Any:
-        raise TypeError("OptimizedResNet cannot be pickled: save the original model's weights "
-                        "(sepp.save_weights) and optimize again after loading")
+        raise TypeError(
+            "OptimizedResNet cannot be pickled: save the original model's weights "
+            "(sepp.save_weights) and optimize again after loading"
+        )
 
     def extra_repr(self) -> str:
         o = self.options
-        return (f"block={o['block']!r}, layers={tuple(o['layers'])}, num_classes={o['num_classes']}, "
-                f"dtype={self.dtype}, device={self.device}, backend={self.backend!r}")
+        return (
+            f"block={o['block']!r}, layers={tuple(o['layers'])}, num_classes={o['num_classes']}, "
+            f"dtype={self.dtype}, device={self.device}, backend={self.backend!r}"
+        )
 
 
-def optimize_for_inference(model: ResNet, dtype: Optional[torch.dtype] = None,
-                           input_size: Optional[Sequence[int]] = None, cuda_graphs: bool = True) -> OptimizedResNet:
+def optimize_for_inference(
+    model: ResNet,
+    dtype: Optional[torch.dtype] = None,
+    input_size: Optional[Sequence[int]] = None,
+    cuda_graphs: bool = True,
+) -> OptimizedResNet:
     """An inference-only twin of ``model`` (a :class:`sepp.ResNet`, e.g. ``sepp.se_resnet50()``) on the model's
     device: every BatchNorm folded into its convolution, channels_last activations, and on the CPU oneDNN
     convolutions with weights prepacked once and ReLU / residual sum + ReLU fused in; each SE block's scale, residual
@@ -100,12 +117,19 @@ def optimize_for_inference(model: ResNet, dtype: Optional[torch.dtype] = None,
     (each call copies its input in and returns a fresh output tensor).
     """
     if not isinstance(model, ResNet):
-        raise TypeError(f"optimize_for_inference: expected a sepp.ResNet (e.g. sepp.se_resnet50()), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"optimize_for_inference: expected a sepp.ResNet (e.g. sepp.se_resnet50()), got {type(model).__name__}"
+        )
     if dtype is not None and dtype not in _DTYPES:
-        raise TypeError(f"optimize_for_inference: expected dtype torch.float32, torch.bfloat16, torch.float16 or "
-                        f"torch.float64, got {dtype}")
+        raise TypeError(
+            f"optimize_for_inference: expected dtype torch.float32, torch.bfloat16, torch.float16 or "
+            f"torch.float64, got {dtype}"
+        )
     weight = model.conv1.weight
-    impl = _C.optimize_for_inference(model._cpp, _DTYPES[dtype] if dtype is not None else "",
-                                     list(input_size) if input_size is not None else [], bool(cuda_graphs))
+    impl = _C.optimize_for_inference(
+        model._cpp,
+        _DTYPES[dtype] if dtype is not None else "",
+        list(input_size) if input_size is not None else [],
+        bool(cuda_graphs),
+    )
     return OptimizedResNet(impl, dtype if dtype is not None else weight.dtype, weight.device)

@@ -22,9 +22,14 @@ def _bind_options(cls: type) -> type:
     """Gives a class over a C++ module the signature and the "Args" of its C++ options (``options_spec()``): the
     options are declared once, in C++, and reach Python by name."""
     spec = cls._cpp_type.options_spec()
-    params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                default=inspect.Parameter.empty if default is Ellipsis else default)
-              for name, default, _ in spec]
+    params = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty if default is Ellipsis else default,
+        )
+        for name, default, _ in spec
+    ]
     cls.__signature__ = inspect.Signature(params)
     lines = [f"        {name}: {doc}." for name, _, doc in spec]
     cls.__doc__ = f"{cls.__doc__.rstrip()}\n\n    Args:\n" + "\n".join(lines) + "\n"

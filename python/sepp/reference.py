@@ -14,10 +14,25 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "SEBlock", "BasicBlock", "Bottleneck", "ResNet", "create_model", "model_names", "CONFIGS",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152",
-    "se_resnext50_32x4d", "se_resnext101_32x4d",
+    "SEBlock",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "create_model",
+    "model_names",
+    "CONFIGS",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "se_resnet18",
+    "se_resnet34",
+    "se_resnet50",
+    "se_resnet101",
+    "se_resnet152",
+    "se_resnext50_32x4d",
+    "se_resnext101_32x4d",
 ]
 
 _SQUEEZES = ("avg", "max", "avgmax")
@@ -25,8 +40,9 @@ _GATES = ("sigmoid", "hard_sigmoid", "tanh")
 _STRATEGIES = ("standard", "pre", "post", "identity")
 
 
-def reduced_channels(channels: int, reduction: int = 16, rd_channels: Optional[int] = None,
-                     rd_divisor: Optional[int] = None) -> int:
+def reduced_channels(
+    channels: int, reduction: int = 16, rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None
+) -> int:
     """The SE bottleneck width: ``rd_channels``, else ``C // r``, rounded as timm's make_divisible when
     ``rd_divisor`` is given (nearest multiple of the divisor, at least the divisor)."""
     if channels < 1:
@@ -46,9 +62,16 @@ def reduced_channels(channels: int, reduction: int = 16, rd_channels: Optional[i
 class SEBlock(nn.Module):
     """Squeeze (global pooling) -> excitation (FC -> ReLU -> FC -> gate) -> scale each channel of the input."""
 
-    def __init__(self, channels: int, reduction: int = 16, rd_channels: Optional[int] = None,
-                 rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid",
-                 bias: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        rd_channels: Optional[int] = None,
+        rd_divisor: Optional[int] = None,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if squeeze not in _SQUEEZES:
             raise ValueError(f"SEBlock: expected squeeze to be one of {_SQUEEZES}, got {squeeze!r}")
@@ -82,16 +105,18 @@ class SEBlock(nn.Module):
 class _Block(nn.Module):
     expansion = 1
 
-    def _finish_init(self, inplanes: int, outplanes: int, stride: int, se: bool, se_strategy: str,
-                     se_kwargs: Dict[str, Any]) -> None:
+    def _finish_init(
+        self, inplanes: int, outplanes: int, stride: int, se: bool, se_strategy: str, se_kwargs: Dict[str, Any]
+    ) -> None:
         if se_strategy not in _STRATEGIES:
             raise ValueError(f"expected se_strategy to be one of {_STRATEGIES}, got {se_strategy!r}")
         self.se_strategy = se_strategy
         self.se = SEBlock(inplanes if se_strategy == "pre" else outplanes, **se_kwargs) if se else None
         self.downsample = None
         if stride != 1 or inplanes != outplanes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(outplanes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes)
+            )
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -112,20 +137,35 @@ class _Block(nn.Module):
         return F.relu(out + self.se(shortcut))  # "identity"
 
 
-def _se_kwargs(reduction: int, rd_channels: Optional[int], rd_divisor: Optional[int], squeeze: str, gate: str,
-               se_bias: bool) -> Dict[str, Any]:
-    return dict(reduction=reduction, rd_channels=rd_channels, rd_divisor=rd_divisor, squeeze=squeeze, gate=gate,
-                bias=se_bias)
+def _se_kwargs(
+    reduction: int, rd_channels: Optional[int], rd_divisor: Optional[int], squeeze: str, gate: str, se_bias: bool
+) -> Dict[str, Any]:
+    return dict(
+        reduction=reduction, rd_channels=rd_channels, rd_divisor=rd_divisor, squeeze=squeeze, gate=gate, bias=se_bias
+    )
 
 
 class BasicBlock(_Block):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, se: bool = False, reduction: int = 16,
-                 rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None, squeeze: str = "avg",
-                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard",
-                 relu_before_se: bool = False) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        se: bool = False,
+        reduction: int = 16,
+        rd_channels: Optional[int] = None,
+        rd_divisor: Optional[int] = None,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        se_bias: bool = True,
+        se_strategy: str = "standard",
+        relu_before_se: bool = False,
+    ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock: expected groups = 1 and base_width = 64, got {groups}, {base_width}")
@@ -133,8 +173,14 @@ class BasicBlock(_Block):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self._finish_init(inplanes, planes, stride, se, se_strategy,
-                          _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
+        self._finish_init(
+            inplanes,
+            planes,
+            stride,
+            se,
+            se_strategy,
+            _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias),
+        )
         self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,11 +193,24 @@ class BasicBlock(_Block):
 class Bottleneck(_Block):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, se: bool = False, reduction: int = 16,
-                 rd_channels: Optional[int] = None, rd_divisor: Optional[int] = None, squeeze: str = "avg",
-                 gate: str = "sigmoid", se_bias: bool = True, se_strategy: str = "standard",
-                 relu_before_se: bool = False) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        se: bool = False,
+        reduction: int = 16,
+        rd_channels: Optional[int] = None,
+        rd_divisor: Optional[int] = None,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        se_bias: bool = True,
+        se_strategy: str = "standard",
+        relu_before_se: bool = False,
+    ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         outplanes = planes * self.expansion
@@ -162,8 +221,14 @@ class Bottleneck(_Block):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(outplanes)
-        self._finish_init(inplanes, outplanes, stride, se, se_strategy,
-                          _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias))
+        self._finish_init(
+            inplanes,
+            outplanes,
+            stride,
+            se,
+            se_strategy,
+            _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias),
+        )
         self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,13 +243,28 @@ class Bottleneck(_Block):
 class ResNet(nn.Module):
     """ResNet / ResNeXt with optional SE blocks; the options of :class:`sepp.ResNet`."""
 
-    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 1000,
-                 in_chans: int = 3, groups: int = 1, width_per_group: int = 64, stride_in_1x1: bool = False,
-                 se: Union[bool, Sequence[bool]] = False, reduction: int = 16, rd_channels: Optional[int] = None,
-                 rd_divisor: Optional[int] = None, squeeze: str = "avg", gate: str = "sigmoid", se_bias: bool = True,
-                 se_strategy: str = "standard", relu_before_se: bool = False, zero_init_last: bool = True,
-                 stem_pool_ceil_mode: bool = False,
-                 drop_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        block: str = "bottleneck",
+        layers: Sequence[int] = (3, 4, 6, 3),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = False,
+        se: Union[bool, Sequence[bool]] = False,
+        reduction: int = 16,
+        rd_channels: Optional[int] = None,
+        rd_divisor: Optional[int] = None,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        se_bias: bool = True,
+        se_strategy: str = "standard",
+        relu_before_se: bool = False,
+        zero_init_last: bool = True,
+        stem_pool_ceil_mode: bool = False,
+        drop_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"ResNet: expected block to be 'basic' or 'bottleneck', got {block!r}")
@@ -195,17 +275,34 @@ class ResNet(nn.Module):
         self.num_classes, self.drop_rate = num_classes, drop_rate
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = (nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True) if stem_pool_ceil_mode
-                        else nn.MaxPool2d(3, stride=2, padding=1))
+        self.maxpool = (
+            nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
+            if stem_pool_ceil_mode
+            else nn.MaxPool2d(3, stride=2, padding=1)
+        )
         inplanes = 64
         for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
             blocks = []
             for j in range(depth):
-                blocks.append(block_cls(
-                    inplanes, planes, stride=(1 if i == 0 or j > 0 else 2), groups=groups, base_width=width_per_group,
-                    stride_in_1x1=stride_in_1x1, se=stages[i], reduction=reduction, rd_channels=rd_channels,
-                    rd_divisor=rd_divisor, squeeze=squeeze, gate=gate, se_bias=se_bias, se_strategy=se_strategy,
-                    relu_before_se=relu_before_se))
+                blocks.append(
+                    block_cls(
+                        inplanes,
+                        planes,
+                        stride=(1 if i == 0 or j > 0 else 2),
+                        groups=groups,
+                        base_width=width_per_group,
+                        stride_in_1x1=stride_in_1x1,
+                        se=stages[i],
+                        reduction=reduction,
+                        rd_channels=rd_channels,
+                        rd_divisor=rd_divisor,
+                        squeeze=squeeze,
+                        gate=gate,
+                        se_bias=se_bias,
+                        se_strategy=se_strategy,
+                        relu_before_se=relu_before_se,
+                    )
+                )
                 inplanes = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_features = inplanes
@@ -284,7 +381,9 @@ def _factory(name: str) -> Callable[..., ResNet]:
 
 
 resnet18, resnet34, resnet50, resnet101, resnet152 = (
-    _factory(n) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"))
+    _factory(n) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+)
 se_resnet18, se_resnet34, se_resnet50, se_resnet101, se_resnet152 = (
-    _factory(n) for n in ("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152"))
+    _factory(n) for n in ("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152")
+)
 se_resnext50_32x4d, se_resnext101_32x4d = (_factory(n) for n in ("se_resnext50_32x4d", "se_resnext101_32x4d"))

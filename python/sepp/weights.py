@@ -23,8 +23,9 @@ __all__ = ["save_weights", "load_weights", "save_tensors", "load_tensors"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def save_tensors(tensors: Mapping[str, torch.Tensor], path: PathLike,
-                 metadata: Optional[Dict[str, str]] = None) -> None:
+def save_tensors(
+    tensors: Mapping[str, torch.Tensor], path: PathLike, metadata: Optional[Dict[str, str]] = None
+) -> None:
     """Writes named tensors as a safetensors file, atomically (temporary file in the same folder, fsync, rename)."""
     path = Path(path)
     payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -57,13 +58,21 @@ def load_weights(model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
     state = model.state_dict()
     missing = [k for k in state if k not in tensors]
     unexpected = [k for k in tensors if k not in state]
-    mismatched = [f"{k} (file {list(tensors[k].shape)}, model {list(v.shape)})"
-                  for k, v in state.items() if k in tensors and tensors[k].shape != v.shape]
+    mismatched = [
+        f"{k} (file {list(tensors[k].shape)}, model {list(v.shape)})"
+        for k, v in state.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
     if missing or unexpected or mismatched:
-        parts = [f"{what}: {', '.join(items)}" for what, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if items]
-        raise ValueError(f"sepp.load_weights({str(path)!r}): the file does not match the model; {'; '.join(parts)}; "
-                         f"the model is unchanged")
+        parts = [
+            f"{what}: {', '.join(items)}"
+            for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+            if items
+        ]
+        raise ValueError(
+            f"sepp.load_weights({str(path)!r}): the file does not match the model; {'; '.join(parts)}; "
+            f"the model is unchanged"
+        )
     with torch.no_grad():
         for k, v in state.items():
             v.copy_(tensors[k])

@@ -39,10 +39,7 @@ SEPP_API at::Tensor se_squeeze(const at::Tensor& x, std::optional<at::ScalarType
 /// The gradient of se_squeeze: dx = grad[n, c] / (H * W) at every pixel, as a tensor of `input_size` and
 /// `input_dtype`, channels_last when asked. Operator `sepp::se_squeeze_backward`.
 SEPP_API at::Tensor se_squeeze_backward(
-    const at::Tensor& grad,
-    at::IntArrayRef input_size,
-    at::ScalarType input_dtype,
-    bool channels_last);
+    const at::Tensor& grad, at::IntArrayRef input_size, at::ScalarType input_dtype, bool channels_last);
 
 /// The SE excitation, operator `sepp::se_excite`: s = gate(relu(z W1^T + b1) W2^T + b2) for z [N, C], w1 [R, C],
 /// b1 [R], w2 [C, R], b2 [C] (biases optional), all one dtype; gate "sigmoid", "hard_sigmoid" (relu6(a + 3) / 6) or

@@ -19,8 +19,8 @@
 namespace sepp {
 
 /// Options of ResNet / ResNeXt / SE-ResNet / SE-ResNeXt (one class, the variants are data; see factories.h).
-/// Parameter names and shapes follow timm (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.se.fc1`, `layer1.0.downsample.0`,
-/// `fc`), which are torchvision's for the plain ResNets.
+/// Parameter names and shapes follow timm (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.se.fc1`,
+/// `layer1.0.downsample.0`, `fc`), which are torchvision's for the plain ResNets.
 struct SEPP_API ResNetOptions {
   ResNetOptions() = default;
 

@@ -43,7 +43,8 @@ struct SEPP_API SEBlockOptions {
   template <typename Self, typename F>
   static void visit(Self& o, F&& f, bool embedded = false) {
     if (!embedded) f("channels", o.channels_, OptionKind::Required, "channels C of the input (and output)");
-    f("reduction", o.reduction_, OptionKind::Plain, "reduction ratio r (1 <= r <= C); the bottleneck has C // r channels");
+    f("reduction", o.reduction_, OptionKind::Plain,
+      "reduction ratio r (1 <= r <= C); the bottleneck has C // r channels");
     f("rd_channels", o.rd_channels_, OptionKind::ZeroIsNone, "explicit bottleneck width (overrides reduction)");
     f("rd_divisor", o.rd_divisor_, OptionKind::ZeroIsNone,
       "round C / r to the nearest multiple of this, at least the divisor, as timm does (8 gives timm's widths)");
@@ -87,6 +88,5 @@ class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
 };
 
 TORCH_MODULE(SEBlock);
-
 
 }  // namespace sepp

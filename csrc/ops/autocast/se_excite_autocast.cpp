@@ -23,8 +23,9 @@ at::Tensor se_excite_autocast(
   auto cast = [&](const std::optional<at::Tensor>& t) {
     return t && t->defined() ? std::optional<at::Tensor>(at::autocast::cached_cast(dt, *t, kDevice)) : std::nullopt;
   };
-  return se_excite(at::autocast::cached_cast(dt, z, kDevice), at::autocast::cached_cast(dt, w1, kDevice), cast(b1),
-                   at::autocast::cached_cast(dt, w2, kDevice), cast(b2), gate);
+  return se_excite(
+      at::autocast::cached_cast(dt, z, kDevice), at::autocast::cached_cast(dt, w1, kDevice), cast(b1),
+      at::autocast::cached_cast(dt, w2, kDevice), cast(b2), gate);
 }
 
 }  // namespace

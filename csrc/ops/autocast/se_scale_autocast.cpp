@@ -4,8 +4,8 @@
 
 #include <sepp/ops.h>
 
-#include <c10/core/ScalarType.h>
 #include <c10/core/DispatchKeySet.h>
+#include <c10/core/ScalarType.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
@@ -13,10 +13,7 @@ namespace sepp::ops {
 namespace {
 
 at::Tensor se_scale_autocast(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   auto dtype = c10::promoteTypes(x.scalar_type(), scale.scalar_type());
   if (identity && identity->defined()) dtype = c10::promoteTypes(dtype, identity->scalar_type());

@@ -34,12 +34,12 @@ class SEExciteFunction : public torch::autograd::Function<SEExciteFunction> {
   }
 
   static torch::autograd::variable_list backward(
-      torch::autograd::AutogradContext* ctx,
-      torch::autograd::variable_list grad_outputs) {
+      torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
     const auto v = ctx->get_saved_variables();
     const auto gate = ctx->saved_data["gate"].toStringRef();
-    auto [dz, dw1, db1, dw2, db2] =
-        se_excite_backward(grad_outputs[0], v[0], v[1], detail::defined_or_nullopt(v[2]), v[3], detail::defined_or_nullopt(v[4]), v[5], gate);
+    auto [dz, dw1, db1, dw2, db2] = se_excite_backward(
+        grad_outputs[0], v[0], v[1], detail::defined_or_nullopt(v[2]), v[3], detail::defined_or_nullopt(v[4]), v[5],
+        gate);
     return {dz, dw1, v[2].defined() ? db1 : at::Tensor(), dw2, v[4].defined() ? db2 : at::Tensor(), at::Tensor()};
   }
 };

@@ -33,8 +33,7 @@ class SEScaleFunction : public torch::autograd::Function<SEScaleFunction> {
   }
 
   static torch::autograd::variable_list backward(
-      torch::autograd::AutogradContext* ctx,
-      torch::autograd::variable_list grad_outputs) {
+      torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::Tensor& scale = saved[1];
@@ -59,10 +58,7 @@ class SEScaleFunction : public torch::autograd::Function<SEScaleFunction> {
 };
 
 at::Tensor se_scale_autograd(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   return SEScaleFunction::apply(x, scale, identity, relu);
 }
 

@@ -14,9 +14,7 @@ namespace {
 class SESqueezeFunction : public torch::autograd::Function<SESqueezeFunction> {
  public:
   static at::Tensor forward(
-      torch::autograd::AutogradContext* ctx,
-      const at::Tensor& x,
-      std::optional<at::ScalarType> dtype) {
+      torch::autograd::AutogradContext* ctx, const at::Tensor& x, std::optional<at::ScalarType> dtype) {
     at::Tensor z;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
@@ -29,8 +27,7 @@ class SESqueezeFunction : public torch::autograd::Function<SESqueezeFunction> {
   }
 
   static torch::autograd::variable_list backward(
-      torch::autograd::AutogradContext* ctx,
-      torch::autograd::variable_list grad_outputs) {
+      torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad_outputs) {
     const auto size = ctx->saved_data["input_size"].toIntVector();
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
     const bool cl = ctx->saved_data["channels_last"].toBool();

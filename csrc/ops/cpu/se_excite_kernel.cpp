@@ -22,8 +22,9 @@ at::Tensor se_excite_cpu(
   const auto g = detail::parse_gate(gate, "sepp::se_excite");
   const auto dt = z.scalar_type();
   const auto acc = detail::excite_compute_dtype(dt);
-  auto a = at::linear(at::linear(z.to(acc), w1.to(acc), detail::optional_to(b1, acc)).relu_(), w2.to(acc),
-                      detail::optional_to(b2, acc));
+  auto a = at::linear(
+      at::linear(z.to(acc), w1.to(acc), detail::optional_to(b1, acc)).relu_(), w2.to(acc),
+      detail::optional_to(b2, acc));
   switch (g) {
     case detail::Gate::Sigmoid:
       a.sigmoid_();

@@ -17,15 +17,15 @@ namespace sepp::ops {
 namespace {
 
 // tail_rows(out, x, s, id, rows, c): rows of out <- relu(x * s + id), s one row of c scales; out may be x.
-#define SEPP_TAIL_ROWS(T)                                                                                           \
-  SEPP_MULTIVERSION void tail_rows(                                                                                \
-      T* out, const T* x, const float* __restrict s, const T* __restrict id, int64_t rows, int64_t c) {            \
-    for (int64_t r = 0; r < rows; ++r) {                                                                            \
-      for (int64_t k = 0; k < c; ++k) {                                                                             \
-        const float v = static_cast<float>(x[r * c + k]) * s[k] + static_cast<float>(id[r * c + k]);               \
-        out[r * c + k] = static_cast<T>(std::max(v, 0.0f)); /* keeps NaN, as torch.relu does */                    \
-      }                                                                                                             \
-    }                                                                                                               \
+#define SEPP_TAIL_ROWS(T)                                                                               \
+  SEPP_MULTIVERSION void tail_rows(                                                                     \
+      T* out, const T* x, const float* __restrict s, const T* __restrict id, int64_t rows, int64_t c) { \
+    for (int64_t r = 0; r < rows; ++r) {                                                                \
+      for (int64_t k = 0; k < c; ++k) {                                                                 \
+        const float v = static_cast<float>(x[r * c + k]) * s[k] + static_cast<float>(id[r * c + k]);    \
+        out[r * c + k] = static_cast<T>(std::max(v, 0.0f)); /* keeps NaN, as torch.relu does */         \
+      }                                                                                                 \
+    }                                                                                                   \
   }
 SEPP_TAIL_ROWS(float)
 SEPP_TAIL_ROWS(c10::BFloat16)
@@ -106,13 +106,15 @@ void se_scale_cpu_into(
   if (cl && relu && identity.defined() && (dt == at::kFloat || dt == at::kBFloat16)) {
     const auto s = scale.to(at::kFloat).contiguous();
     AT_DISPATCH_SWITCH(dt, "sepp::se_scale (CPU, tail)", AT_DISPATCH_CASE(at::kFloat, [&] {
-      tail_channels_last(out.mutable_data_ptr<float>(), x.const_data_ptr<float>(), s.const_data_ptr<float>(),
-                         identity.const_data_ptr<float>(), n, hw, c);
-    }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
-      using T = c10::BFloat16;
-      tail_channels_last(out.mutable_data_ptr<T>(), x.const_data_ptr<T>(), s.const_data_ptr<float>(),
-                         identity.const_data_ptr<T>(), n, hw, c);
-    }));
+                         tail_channels_last(
+                             out.mutable_data_ptr<float>(), x.const_data_ptr<float>(), s.const_data_ptr<float>(),
+                             identity.const_data_ptr<float>(), n, hw, c);
+                       }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
+                         using T = c10::BFloat16;
+                         tail_channels_last(
+                             out.mutable_data_ptr<T>(), x.const_data_ptr<T>(), s.const_data_ptr<float>(),
+                             identity.const_data_ptr<T>(), n, hw, c);
+                       }));
     return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dt, "sepp::se_scale (CPU)", [&] {
@@ -136,10 +138,7 @@ void se_scale_cpu_into(
 }
 
 at::Tensor se_scale_cpu(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_scale (CPU kernel): expected a CPU tensor, got ", x.device());
   const auto o = detail::prepare_se_scale(x, scale, identity);
   se_scale_cpu_into(o.out, o.x, o.scale, o.identity, o.layout, relu);
@@ -147,10 +146,7 @@ at::Tensor se_scale_cpu(
 }
 
 at::Tensor& se_scale_inplace_cpu(
-    at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_scale_ (CPU kernel): expected a CPU tensor, got ", x.device());
   detail::check_se_scale(x, scale, identity, /*opmath_scale_ok=*/true);
   const auto layout = detail::kernel_layout(x);

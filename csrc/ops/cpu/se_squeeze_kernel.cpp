@@ -22,14 +22,14 @@ namespace {
 constexpr int64_t kBlock = 64;  // channels summed together: one task's accumulators stay in registers
 
 // sum_block(p, c, rows, acc): acc[k] = sum over `rows` rows (stride c) of p[k], k < kBlock.
-#define SEPP_SUM_BLOCK(T, ACC)                                                                                      \
-  SEPP_MULTIVERSION void sum_block(const T* __restrict p, int64_t c, int64_t rows, ACC* __restrict acc) {        \
-    ACC a[kBlock] = {};                                                                                             \
-    for (int64_t r = 0; r < rows; ++r) {                                                                            \
-      const T* __restrict row = p + r * c;                                                                          \
-      for (int64_t k = 0; k < kBlock; ++k) a[k] += static_cast<ACC>(row[k]);                                       \
-    }                                                                                                               \
-    for (int64_t k = 0; k < kBlock; ++k) acc[k] = a[k];                                                             \
+#define SEPP_SUM_BLOCK(T, ACC)                                                                            \
+  SEPP_MULTIVERSION void sum_block(const T* __restrict p, int64_t c, int64_t rows, ACC* __restrict acc) { \
+    ACC a[kBlock] = {};                                                                                   \
+    for (int64_t r = 0; r < rows; ++r) {                                                                  \
+      const T* __restrict row = p + r * c;                                                                \
+      for (int64_t k = 0; k < kBlock; ++k) a[k] += static_cast<ACC>(row[k]);                              \
+    }                                                                                                     \
+    for (int64_t k = 0; k < kBlock; ++k) acc[k] = a[k];                                                   \
   }
 SEPP_SUM_BLOCK(float, double)
 SEPP_SUM_BLOCK(c10::BFloat16, float)

@@ -40,7 +40,7 @@ __global__ void se_excite_kernel(
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   extern __shared__ unsigned char shared_raw[];
   acc_t* zs = reinterpret_cast<acc_t*>(shared_raw);  // [kSamples][C]
-  acc_t* hs = zs + kSamples * c;                      // [kSamples][R]
+  acc_t* hs = zs + kSamples * c;                     // [kSamples][R]
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kSamples;
   const int here = static_cast<int>(n - n0 < kSamples ? n - n0 : kSamples);
   for (int64_t i = threadIdx.x; i < here * c; i += blockDim.x) zs[i] = static_cast<acc_t>(z[n0 * c + i]);
@@ -90,8 +90,15 @@ __global__ void se_excite_kernel(
 }
 
 template <typename scalar_t, int kSamples>
-void launch(const at::Tensor& z, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-            const at::Tensor& b2, at::Tensor& out, detail::Gate gate, size_t shared) {
+void launch(
+    const at::Tensor& z,
+    const at::Tensor& w1,
+    const at::Tensor& b1,
+    const at::Tensor& w2,
+    const at::Tensor& b2,
+    at::Tensor& out,
+    detail::Gate gate,
+    size_t shared) {
   const int64_t n = z.size(0), c = z.size(1), r = w1.size(0);
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t sample_tiles = (n + kSamples - 1) / kSamples;
@@ -130,8 +137,8 @@ at::Tensor se_excite_cuda(
     using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
     const size_t row = static_cast<size_t>(c + r) * sizeof(acc_t);  // one sample's z and h in shared memory
     TORCH_CHECK_VALUE(
-        row <= kMaxShared, "sepp::se_excite (CUDA kernel): expected C + R <= ", kMaxShared / sizeof(acc_t),
-        " for ", z.scalar_type(), ", got C = ", c, ", R = ", r);
+        row <= kMaxShared, "sepp::se_excite (CUDA kernel): expected C + R <= ", kMaxShared / sizeof(acc_t), " for ",
+        z.scalar_type(), ", got C = ", c, ", R = ", r);
     if (n > 1 && 4 * row <= kMaxShared) {
       TORCH_CHECK_VALUE(
           (n + 3) / 4 <= 65535, "sepp::se_excite (CUDA kernel): expected at most ", 4 * 65535, " samples, got ", n);

@@ -39,10 +39,7 @@ __global__ void se_scale_kernel(
 }
 
 at::Tensor se_scale_cuda(
-    const at::Tensor& x,
-    const at::Tensor& scale,
-    const std::optional<at::Tensor>& identity,
-    bool relu) {
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const auto o = detail::prepare_se_scale(x, scale, identity);

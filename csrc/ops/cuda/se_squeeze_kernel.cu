@@ -24,8 +24,8 @@ __device__ __forceinline__ acc_t mean_of(acc_t sum, int64_t count) {
 }
 
 template <typename scalar_t, typename out_t>
-__global__ void squeeze_planes_kernel(const scalar_t* __restrict__ x, out_t* __restrict__ z, int64_t planes,
-                                      int64_t hw) {
+__global__ void squeeze_planes_kernel(
+    const scalar_t* __restrict__ x, out_t* __restrict__ z, int64_t planes, int64_t hw) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   __shared__ acc_t shared[32];
   for (int64_t plane = blockIdx.x; plane < planes; plane += gridDim.x) {
@@ -42,8 +42,13 @@ constexpr int kRows = 8;       // threads along the pixels
 
 // x [N, P, C]; grid (ceil(C / 32), N, splits); block (32, 8). splits == 1: writes z; else partial [splits, N, C].
 template <typename scalar_t, typename out_t>
-__global__ void squeeze_nhwc_kernel(const scalar_t* __restrict__ x, at::acc_type<scalar_t, true>* __restrict__ partial,
-                                    out_t* __restrict__ z, int64_t c, int64_t p, int64_t chunk) {
+__global__ void squeeze_nhwc_kernel(
+    const scalar_t* __restrict__ x,
+    at::acc_type<scalar_t, true>* __restrict__ partial,
+    out_t* __restrict__ z,
+    int64_t c,
+    int64_t p,
+    int64_t chunk) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   __shared__ acc_t shared[kRows][kChannels + 1];
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
@@ -68,8 +73,8 @@ __global__ void squeeze_nhwc_kernel(const scalar_t* __restrict__ x, at::acc_type
 }
 
 template <typename acc_t, typename out_t>
-__global__ void squeeze_finish_kernel(const acc_t* __restrict__ partial, out_t* __restrict__ z, int64_t nc,
-                                      int splits, int64_t p) {
+__global__ void squeeze_finish_kernel(
+    const acc_t* __restrict__ partial, out_t* __restrict__ z, int64_t nc, int splits, int64_t p) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < nc;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     acc_t total = 0;
@@ -114,8 +119,8 @@ void launch(const at::Tensor& x, at::Tensor& z, bool channels_last) {
     const int64_t nc = n * c;
     const int threads = 256;
     const int64_t blocks = std::min<int64_t>((nc + threads - 1) / threads, static_cast<int64_t>(sms) * 8);
-    squeeze_finish_kernel<acc_t, out_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-        pp, zp, nc, static_cast<int>(splits), p);
+    squeeze_finish_kernel<acc_t, out_t>
+        <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(pp, zp, nc, static_cast<int>(splits), p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

@@ -48,28 +48,44 @@ from .timing import Result, add_ratios, measure_rounds, prepare
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     import sepp
 
-    p = argparse.ArgumentParser(prog="python -m sepp.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m sepp.bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default="se_resnet50", help="a sepp factory (default se_resnet50)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--dtypes", default=None,
-                   help="comma list of float32, bfloat16, float16 (default: float32,bfloat16 on the CPU; "
-                        "float32,float16,bfloat16 on CUDA)")
-    p.add_argument("--contenders", default=None,
-                   help=f"comma list of {', '.join(ALL_KINDS)} (default: all; the train kinds need --train)")
+    p.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma list of float32, bfloat16, float16 (default: float32,bfloat16 on the CPU; "
+        "float32,float16,bfloat16 on CUDA)",
+    )
+    p.add_argument(
+        "--contenders",
+        default=None,
+        help=f"comma list of {', '.join(ALL_KINDS)} (default: all; the train kinds need --train)",
+    )
     p.add_argument("--skip", default="", help="comma list of contenders to leave out (e.g. compile)")
-    p.add_argument("--train", action="store_true",
-                   help="also time training steps of sepp and timm (train-sepp, train-timm): forward, cross-entropy, "
-                        "backward and SGD, autocast for the reduced dtypes, channels_last")
-    p.add_argument("--kernels", action="store_true",
-                   help="also time sepp's SE operators at the model's SE-block shapes against the copy bandwidth")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="also time training steps of sepp and timm (train-sepp, train-timm): forward, cross-entropy, "
+        "backward and SGD, autocast for the reduced dtypes, channels_last",
+    )
+    p.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also time sepp's SE operators at the model's SE-block shapes against the copy bandwidth",
+    )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for every contender (default: torch's)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=30, help="timed iterations per contender, over all rounds")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds over the contenders (each runs iters/rounds per round)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds over the contenders (each runs iters/rounds per round)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="bench/results", help="where the JSON and the PNG go")
     p.add_argument("--no-chart", action="store_true")
@@ -84,9 +100,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
-    for flag, v, lo in (("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32),
-                        ("--warmup", args.warmup, 0), ("--iters", args.iters, 1), ("--threads", args.threads, 0),
-                        ("--rounds", args.rounds, 1)):
+    for flag, v, lo in (
+        ("--batch-size", args.batch_size, 1),
+        ("--image-size", args.image_size, 32),
+        ("--warmup", args.warmup, 0),
+        ("--iters", args.iters, 1),
+        ("--threads", args.threads, 0),
+        ("--rounds", args.rounds, 1),
+    ):
         if v < lo:
             fail(f"{flag}: expected an integer >= {lo}, got {v}")
     args.notes = []
@@ -97,14 +118,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             args.dtypes = "float32,bfloat16"
         else:
             args.dtypes = "float32"
-            args.notes.append("bfloat16 left out: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so every "
-                              "contender would emulate it; pass --dtypes float32,bfloat16 to time it anyway")
+            args.notes.append(
+                "bfloat16 left out: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so every "
+                "contender would emulate it; pass --dtypes float32,bfloat16 to time it anyway"
+            )
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     explicit = args.contenders is not None
     args.contenders = [c for c in (args.contenders if explicit else ",".join(ALL_KINDS)).split(",") if c]
     args.skip = [c for c in args.skip.split(",") if c]
-    for flag, values, allowed in (("--dtypes", args.dtypes, DTYPES), ("--contenders", args.contenders, ALL_KINDS),
-                                  ("--skip", args.skip, ALL_KINDS)):
+    for flag, values, allowed in (
+        ("--dtypes", args.dtypes, DTYPES),
+        ("--contenders", args.contenders, ALL_KINDS),
+        ("--skip", args.skip, ALL_KINDS),
+    ):
         bad = [v for v in values if v not in allowed]
         if bad or (flag != "--skip" and not values):
             fail(f"{flag}: expected a comma list of {', '.join(allowed)}, got {','.join(values) or 'nothing'}")
@@ -114,8 +140,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
-        extra: Sequence[Contender] = ()) -> Dict[str, Any]:
+def run(
+    args: argparse.Namespace, argv: Optional[Sequence[str]] = None, extra: Sequence[Contender] = ()
+) -> Dict[str, Any]:
     """Runs the comparison described by ``args`` (from :func:`parse_args`); ``extra`` contenders are appended (tests
     use it). Returns the report that is also written as JSON."""
     import sepp
@@ -163,17 +190,34 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
         "command": "python -m sepp.bench " + shlex.join(list(argv) if argv is not None else sys.argv[1:]),
         "machine": info,
         "versions": versions(),
-        "settings": {"model": args.model, "device": args.device, "batch_size": args.batch_size,
-                     "image_size": args.image_size, "dtypes": args.dtypes, "threads": torch.get_num_threads(),
-                     "warmup": args.warmup, "iters": args.iters, "rounds": args.rounds, "seed": args.seed,
-                     "tolerance": TOLERANCE, "train": args.train, "kernels": args.kernels},
+        "settings": {
+            "model": args.model,
+            "device": args.device,
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "dtypes": args.dtypes,
+            "threads": torch.get_num_threads(),
+            "warmup": args.warmup,
+            "iters": args.iters,
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "tolerance": TOLERANCE,
+            "train": args.train,
+            "kernels": args.kernels,
+        },
         "results": [dataclasses.asdict(r) for r in results],
         "se_overhead": se_overhead(results),
         "notes": args.notes,
     }
     if args.train:
-        report["train"] = {"loss": "cross-entropy on fixed random labels", "optimizer": "SGD", "lr": TRAIN_LR,
-                           "momentum": 0.9, "layout": "channels_last", "sepp_float32_loss": train_truth}
+        report["train"] = {
+            "loss": "cross-entropy on fixed random labels",
+            "optimizer": "SGD",
+            "lr": TRAIN_LR,
+            "momentum": 0.9,
+            "layout": "channels_last",
+            "sepp_float32_loss": train_truth,
+        }
     if kernels is not None:
         report["kernels"] = kernels
     out_dir = Path(args.output_dir)
@@ -182,8 +226,10 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None,
     json_path = out_dir / f"{stem}.json"
     write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
     report["json_path"] = str(json_path)
-    title = (f"{args.model}, batch {args.batch_size}, {args.image_size}², {args.device} "
-             f"({info.get('gpu') or info['cpu']}, {torch.get_num_threads()} threads)")
+    title = (
+        f"{args.model}, batch {args.batch_size}, {args.image_size}², {args.device} "
+        f"({info.get('gpu') or info['cpu']}, {torch.get_num_threads()} threads)"
+    )
     chart = None if args.no_chart else write_chart(results, out_dir / f"{stem}.png", title)
     report["chart_path"] = str(chart) if chart else None
     return report
@@ -194,10 +240,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = run(args, argv)
     s = report["settings"]
     m = report["machine"]
-    print(f"\n{s['model']}, batch {s['batch_size']}, {s['image_size']}×{s['image_size']}, device {s['device']} "
-          f"({m.get('gpu') or m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}), "
-          f"{s['threads']} threads, median of {s['iters']} runs in {s['rounds']} rounds "
-          f"({s['warmup']} warm-up runs per round)\n")
+    print(
+        f"\n{s['model']}, batch {s['batch_size']}, {s['image_size']}×{s['image_size']}, device {s['device']} "
+        f"({m.get('gpu') or m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}), "
+        f"{s['threads']} threads, median of {s['iters']} runs in {s['rounds']} rounds "
+        f"({s['warmup']} warm-up runs per round)\n"
+    )
     print(markdown_table([Result(**r) for r in report["results"]]))
     for line in report["se_overhead"] + report["notes"]:
         print("\n" + line)

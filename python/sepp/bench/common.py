@@ -7,8 +7,17 @@ import torch
 
 SCHEMA = "sepp-compare/1"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CONTENDER_KINDS = ("sepp", "sepp-optimized", "sepp-cpp", "se-overhead", "reference", "timm", "compile", "onnxruntime",
-                   "openvino")
+CONTENDER_KINDS = (
+    "sepp",
+    "sepp-optimized",
+    "sepp-cpp",
+    "se-overhead",
+    "reference",
+    "timm",
+    "compile",
+    "onnxruntime",
+    "openvino",
+)
 TRAIN_KINDS = ("train-sepp", "train-timm")  # run only with --train
 ALL_KINDS = CONTENDER_KINDS + TRAIN_KINDS
 TRAIN_LR = 1e-3  # SGD, momentum 0.9: small, so that steps on the same batch stay finite

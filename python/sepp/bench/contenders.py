@@ -18,10 +18,20 @@ import torch.nn.functional as F
 from .common import DTYPES, TRAIN_LR, Skip
 from .runners import onnxruntime_setup, openvino_setup, run_sepp_bench
 
-TIMM_NAMES = {"se_resnet50": "seresnet50", "se_resnet101": "seresnet101", "se_resnet152": "seresnet152",
-              "se_resnet18": "seresnet18", "se_resnet34": "seresnet34", "se_resnext50_32x4d": "seresnext50_32x4d",
-              "se_resnext101_32x4d": "seresnext101_32x4d", "resnet18": "resnet18", "resnet34": "resnet34",
-              "resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152"}
+TIMM_NAMES = {
+    "se_resnet50": "seresnet50",
+    "se_resnet101": "seresnet101",
+    "se_resnet152": "seresnet152",
+    "se_resnet18": "seresnet18",
+    "se_resnet34": "seresnet34",
+    "se_resnext50_32x4d": "seresnext50_32x4d",
+    "se_resnext101_32x4d": "seresnext101_32x4d",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+}
 
 
 @dataclasses.dataclass
@@ -58,8 +68,9 @@ def train_labels(args: argparse.Namespace, num_classes: int) -> torch.Tensor:
     return torch.randint(num_classes, (args.batch_size,), generator=torch.Generator().manual_seed(args.seed + 1))
 
 
-def train_step_runner(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                      dtype: str) -> Callable[[], torch.Tensor]:
+def train_step_runner(
+    model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, dtype: str
+) -> Callable[[], torch.Tensor]:
     """One training step per call on the fixed batch: forward (autocast for a reduced dtype, with a gradient scaler
     for float16), cross-entropy, backward, SGD with momentum. Returns the step's loss (detached, not synced)."""
     device = x.device.type
@@ -80,6 +91,7 @@ def train_step_runner(model: torch.nn.Module, x: torch.Tensor, labels: torch.Ten
             loss.backward()
             opt.step()
         return loss.detach()
+
     return step
 
 
@@ -87,8 +99,9 @@ class Setups:
     """The set-up functions of the built-in contenders, on one comparison's shared weights (``state``, of
     ``args.model``), input ``x`` and training labels; ``workdir`` holds the files of the external contenders."""
 
-    def __init__(self, args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor,
-                 workdir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor, workdir: Path
+    ) -> None:
         self.args, self.state, self.x, self.workdir = args, state, x, workdir
         self.device = torch.device(args.device)
         self.labels = train_labels(args, state["fc.weight"].shape[0]) if "fc.weight" in state else None
@@ -105,6 +118,7 @@ class Setups:
         def run() -> Any:
             with torch.inference_mode(), _autocast(device, amp):
                 return module(xin)
+
         return run
 
     def sepp_model(self, name: str, dtype: str, layout: str) -> torch.nn.Module:
@@ -143,8 +157,10 @@ class Setups:
             m.load_state_dict(self.state)
         except RuntimeError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln] or [str(e).splitlines()[0]]
-            raise Skip(f"timm {TIMM_NAMES[name]} does not take sepp's weights ({lines[0]} — timm rounds "
-                       f"SE widths to multiples of 8)") from None
+            raise Skip(
+                f"timm {TIMM_NAMES[name]} does not take sepp's weights ({lines[0]} — timm rounds "
+                f"SE widths to multiples of 8)"
+            ) from None
         return m.to(self.device)
 
     def _train(self, make: Callable[[], torch.nn.Module], dtype: str) -> Tuple[Callable[[], Any], float]:
@@ -169,8 +185,9 @@ class Setups:
 
         m = self.sepp_model(name, "float32", "nchw")
         n, _, h, w = self.x.shape
-        return self.runner(sepp.optimize_for_inference(m, dtype=DTYPES[dtype], input_size=[n, 3, h, w]), dtype,
-                           "channels_last")
+        return self.runner(
+            sepp.optimize_for_inference(m, dtype=DTYPES[dtype], input_size=[n, 3, h, w]), dtype, "channels_last"
+        )
 
     def sepp_cpp(self, dtype: str, optimize: bool) -> Tuple[List[float], torch.Tensor]:
         return run_sepp_bench(self.args, self.state, self.x, dtype, self.workdir, optimize)
@@ -210,8 +227,9 @@ class Setups:
         return self._train(self.timm_model, dtype)
 
 
-def build_contenders(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor,
-                     workdir: Path) -> List[Contender]:
+def build_contenders(
+    args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor, workdir: Path
+) -> List[Contender]:
     """The built-in contenders of ``args.contenders`` less ``args.skip``, per dtype of ``args.dtypes``, in the
     report's order."""
     import sepp
@@ -228,39 +246,130 @@ def build_contenders(args: argparse.Namespace, state: Dict[str, torch.Tensor], x
         low = dtype != "float32"
         amp = " (autocast)" if low else ""
         for layout in ("nchw", "channels_last"):
-            rows.append(Contender("sepp", "sepp", dtype, layout, functools.partial(s.sepp, model, dtype, layout),
-                                  model=model, baseline=True))
-        rows.append(Contender("sepp optimized", "sepp-optimized", dtype, "channels_last",
-                              functools.partial(s.sepp_optimized, model, dtype), model=model, baseline=True))
+            rows.append(
+                Contender(
+                    "sepp",
+                    "sepp",
+                    dtype,
+                    layout,
+                    functools.partial(s.sepp, model, dtype, layout),
+                    model=model,
+                    baseline=True,
+                )
+            )
+        rows.append(
+            Contender(
+                "sepp optimized",
+                "sepp-optimized",
+                dtype,
+                "channels_last",
+                functools.partial(s.sepp_optimized, model, dtype),
+                model=model,
+                baseline=True,
+            )
+        )
         for optimize in (False, True):
-            rows.append(Contender("sepp-bench --optimize (C++)" if optimize else "sepp-bench (C++)", "sepp-cpp", dtype,
-                                  "channels_last", functools.partial(s.sepp_cpp, dtype, optimize), model=model,
-                                  external=True))
+            rows.append(
+                Contender(
+                    "sepp-bench --optimize (C++)" if optimize else "sepp-bench (C++)",
+                    "sepp-cpp",
+                    dtype,
+                    "channels_last",
+                    functools.partial(s.sepp_cpp, dtype, optimize),
+                    model=model,
+                    external=True,
+                )
+            )
         if plain:
-            rows.append(Contender(f"sepp {plain} (SE overhead)", "se-overhead", dtype, "channels_last",
-                                  functools.partial(s.sepp, plain, dtype, "channels_last"), model=plain,
-                                  note=overhead, compare_to="sepp"))
-            rows.append(Contender(f"sepp optimized {plain} (SE overhead)", "se-overhead", dtype, "channels_last",
-                                  functools.partial(s.sepp_optimized, plain, dtype), model=plain, note=overhead,
-                                  compare_to="sepp optimized"))
-        rows.append(Contender("sepp.reference eager", "reference", dtype, "nchw",
-                              functools.partial(s.reference, dtype), model=model))
+            rows.append(
+                Contender(
+                    f"sepp {plain} (SE overhead)",
+                    "se-overhead",
+                    dtype,
+                    "channels_last",
+                    functools.partial(s.sepp, plain, dtype, "channels_last"),
+                    model=plain,
+                    note=overhead,
+                    compare_to="sepp",
+                )
+            )
+            rows.append(
+                Contender(
+                    f"sepp optimized {plain} (SE overhead)",
+                    "se-overhead",
+                    dtype,
+                    "channels_last",
+                    functools.partial(s.sepp_optimized, plain, dtype),
+                    model=plain,
+                    note=overhead,
+                    compare_to="sepp optimized",
+                )
+            )
+        rows.append(
+            Contender(
+                "sepp.reference eager", "reference", dtype, "nchw", functools.partial(s.reference, dtype), model=model
+            )
+        )
         if not low:
-            rows.append(Contender(f"timm {timm_name} eager", "timm", dtype, "nchw",
-                                  functools.partial(s.timm, dtype, "nchw"), model=model))
-        rows.append(Contender(f"timm {timm_name} eager{amp}", "timm", dtype, "channels_last",
-                              functools.partial(s.timm, dtype, "channels_last"), model=model))
-        rows.append(Contender(f"torch.compile reference ({how}{', autocast' if low else ''})", "compile", dtype,
-                              "nchw", functools.partial(s.compiled, dtype), model=model))
-        rows.append(Contender("ONNX Runtime", "onnxruntime", dtype, "nchw", functools.partial(s.onnxruntime, dtype),
-                              model=model))
-        rows.append(Contender("OpenVINO", "openvino", dtype, "nchw", functools.partial(s.openvino, dtype),
-                              model=model))
+            rows.append(
+                Contender(
+                    f"timm {timm_name} eager",
+                    "timm",
+                    dtype,
+                    "nchw",
+                    functools.partial(s.timm, dtype, "nchw"),
+                    model=model,
+                )
+            )
+        rows.append(
+            Contender(
+                f"timm {timm_name} eager{amp}",
+                "timm",
+                dtype,
+                "channels_last",
+                functools.partial(s.timm, dtype, "channels_last"),
+                model=model,
+            )
+        )
+        rows.append(
+            Contender(
+                f"torch.compile reference ({how}{', autocast' if low else ''})",
+                "compile",
+                dtype,
+                "nchw",
+                functools.partial(s.compiled, dtype),
+                model=model,
+            )
+        )
+        rows.append(
+            Contender(
+                "ONNX Runtime", "onnxruntime", dtype, "nchw", functools.partial(s.onnxruntime, dtype), model=model
+            )
+        )
+        rows.append(Contender("OpenVINO", "openvino", dtype, "nchw", functools.partial(s.openvino, dtype), model=model))
         if args.train:
-            rows.append(Contender(f"train step sepp{amp}", "train-sepp", dtype, "channels_last",
-                                  functools.partial(s.train_sepp, dtype), model=model, baseline=True,
-                                  note=train_note))
-            rows.append(Contender(f"train step timm {timm_name}{amp}", "train-timm", dtype, "channels_last",
-                                  functools.partial(s.train_timm, dtype), model=model, note=train_note))
+            rows.append(
+                Contender(
+                    f"train step sepp{amp}",
+                    "train-sepp",
+                    dtype,
+                    "channels_last",
+                    functools.partial(s.train_sepp, dtype),
+                    model=model,
+                    baseline=True,
+                    note=train_note,
+                )
+            )
+            rows.append(
+                Contender(
+                    f"train step timm {timm_name}{amp}",
+                    "train-timm",
+                    dtype,
+                    "channels_last",
+                    functools.partial(s.train_timm, dtype),
+                    model=model,
+                    note=train_note,
+                )
+            )
     keep = set(args.contenders) - set(args.skip)
     return [c for c in rows if c.kind in keep]

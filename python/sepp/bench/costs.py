@@ -72,6 +72,7 @@ def _trace(model: str, image_size: int, overrides: Dict[str, Any]) -> Tuple[List
                 macs[0] += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
             elif isinstance(mod, torch.nn.Linear):
                 macs[0] += out.numel() * mod.in_features
+
         return record
 
     for name, mod in net.named_modules():
@@ -96,14 +97,17 @@ def kernel_costs(block: SEShape, dtype: str) -> List[KernelCost]:
     n, c, h, w = block.shape
     rd, chw = block.rd, c * h * w
     weights = 2 * rd * c + (rd + c if block.bias else 0)
-    per_op = {"se_squeeze": (e * (n * chw + n * c), n * chw),
-              "se_excite": (e * (n * c + weights + n * c), 4 * n * c * rd),
-              "se_scale": (e * (3 * n * chw + n * c), 3 * n * chw)}
+    per_op = {
+        "se_squeeze": (e * (n * chw + n * c), n * chw),
+        "se_excite": (e * (n * c + weights + n * c), 4 * n * c * rd),
+        "se_scale": (e * (3 * n * chw + n * c), 3 * n * chw),
+    }
     return [KernelCost(op, block.block, list(block.shape), rd, dtype, b, f) for op, (b, f) in per_op.items()]
 
 
-def se_kernel_costs(model: str, batch_size: int, dtype: str, image_size: int = 224,
-                    **overrides: Any) -> List[KernelCost]:
+def se_kernel_costs(
+    model: str, batch_size: int, dtype: str, image_size: int = 224, **overrides: Any
+) -> List[KernelCost]:
     """Bytes and FLOPs of the three SE operators for every SE block of ``model`` at ``batch_size`` and ``dtype``,
     computed from shapes alone (nothing runs): the numbers the floor of each kernel follows from."""
     return [k for b in se_blocks(model, image_size, batch_size, **overrides) for k in kernel_costs(b, dtype)]

@@ -54,8 +54,9 @@ def sepp_op(name: str) -> Optional[Callable[..., Any]]:
         return None
 
 
-def _kernel_case(fn: Callable[..., Any], op: str, block: SEShape, dtype: str, device: str,
-                 seed: int) -> Tuple[Callable[[], Any], torch.Tensor]:
+def _kernel_case(
+    fn: Callable[..., Any], op: str, block: SEShape, dtype: str, device: str, seed: int
+) -> Tuple[Callable[[], Any], torch.Tensor]:
     """Inputs for one operator at one SE block's shape (activations channels_last), and its expected output from
     plain torch in float32 on the same (rounded) inputs. Returns ``(run, expected)``."""
     g = torch.Generator().manual_seed(seed)
@@ -76,20 +77,23 @@ def _kernel_case(fn: Callable[..., Any], op: str, block: SEShape, dtype: str, de
 
         def squeeze() -> Any:
             return fn(x, None)
+
         return squeeze, x.float().mean((2, 3))
     if op == "se_excite":
-        z, w1, w2 = t(n, c), t(rd, c, scale=c ** -0.5), t(c, rd, scale=rd ** -0.5)
+        z, w1, w2 = t(n, c), t(rd, c, scale=c**-0.5), t(c, rd, scale=rd**-0.5)
         b1, b2 = (t(rd, scale=0.1), t(c, scale=0.1)) if block.bias else (None, None)
         expected = torch.sigmoid(F.linear(F.relu(F.linear(z.float(), w1.float(), f32(b1))), w2.float(), f32(b2)))
 
         def excite() -> Any:
             return fn(z, w1, b1, w2, b2, "sigmoid")
+
         return excite, expected
     x, identity, s = act(), act(), torch.sigmoid(t(n, c))
     expected = F.relu(x.float() * s.float()[:, :, None, None] + identity.float())
 
     def scale() -> Any:
         return fn(x, s, identity, True)
+
     return scale, expected
 
 
@@ -109,6 +113,7 @@ def _repeated(run: Callable[[], Any], reps: int) -> Callable[[], None]:
     def loop() -> None:
         for _ in range(reps):
             run()
+
     return loop
 
 
@@ -144,9 +149,14 @@ def _se_per_forward(results: List[KernelResult], dtypes: Sequence[str]) -> List[
     for dtype in dtypes:
         ok = [r for r in results if r.dtype == dtype and r.median_ms is not None]
         if ok:
-            out.append({"dtype": dtype, "ops": sorted({r.op for r in ok}, key=KERNEL_OPS.index),
-                        "measured_ms": sum(len(r.blocks) * r.median_ms for r in ok),
-                        "floor_ms": sum(len(r.blocks) * r.floor_ms for r in ok)})
+            out.append(
+                {
+                    "dtype": dtype,
+                    "ops": sorted({r.op for r in ok}, key=KERNEL_OPS.index),
+                    "measured_ms": sum(len(r.blocks) * r.median_ms for r in ok),
+                    "floor_ms": sum(len(r.blocks) * r.floor_ms for r in ok),
+                }
+            )
     return out
 
 
@@ -163,8 +173,17 @@ def measure_kernels(args: argparse.Namespace) -> Dict[str, Any]:
     for dtype in args.dtypes:
         for members in shapes.values():
             for cost in kernel_costs(members[0], dtype):
-                r = KernelResult(cost.op, cost.shape, cost.rd, dtype, "channels_last", [m.block for m in members],
-                                 cost.bytes, cost.flops, "ok")
+                r = KernelResult(
+                    cost.op,
+                    cost.shape,
+                    cost.rd,
+                    dtype,
+                    "channels_last",
+                    [m.block for m in members],
+                    cost.bytes,
+                    cost.flops,
+                    "ok",
+                )
                 cases.append((r, _prepare_kernel(r, members[0], args)))
     nbytes = COPY_MIB[dev] * 2**20
     src = torch.empty(nbytes // 4, device=dev).fill_(1.0)
@@ -193,8 +212,15 @@ def measure_kernels(args: argparse.Namespace) -> Dict[str, Any]:
         r.floor_ms = r.bytes / copy_gbps / 1e6
     results = [r for r, _ in cases]
     return {
-        "bandwidth": {"op": "copy_", "bytes": nbytes, "moved_bytes": 2 * nbytes, "reps": loops[0][2],
-                      "times_ms": copy_times, "median_ms": copy_ms, "gb_per_s": copy_gbps},
+        "bandwidth": {
+            "op": "copy_",
+            "bytes": nbytes,
+            "moved_bytes": 2 * nbytes,
+            "reps": loops[0][2],
+            "times_ms": copy_times,
+            "median_ms": copy_ms,
+            "gb_per_s": copy_gbps,
+        },
         "forward": dataclasses.asdict(forward),
         "results": [dataclasses.asdict(r) for r in results],
         "per_forward": _se_per_forward(results, args.dtypes),

@@ -28,8 +28,13 @@ def machine_info(device: str) -> Dict[str, Any]:
         m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
         flags = m.group(1).split() if m else []
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile") if f in flags]
-    info: Dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "hostname": platform.node(),
-                            "os": platform.platform()}
+    info: Dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": isa,
+        "hostname": platform.node(),
+        "os": platform.platform(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
@@ -60,13 +65,17 @@ def _num(v: Optional[float], fmt: str) -> str:
 
 def markdown_table(results: List[Result]) -> str:
     """The comparison as markdown, one row per result."""
-    lines = ["| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| contender | dtype | layout | median ms | p90 ms | img/s | ratio to sepp | max abs diff | status |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in results:
         status = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
-        lines.append(f"| {r.name} | {r.dtype} | {r.layout} | {_num(r.median_ms, '{:.2f}')} | "
-                     f"{_num(r.p90_ms, '{:.2f}')} | {_num(r.images_per_s, '{:.1f}')} | "
-                     f"{_num(r.ratio_to_sepp, '{:.2f}')} | {_num(r.max_abs_diff, '{:.2e}')} | {status} |")
+        lines.append(
+            f"| {r.name} | {r.dtype} | {r.layout} | {_num(r.median_ms, '{:.2f}')} | "
+            f"{_num(r.p90_ms, '{:.2f}')} | {_num(r.images_per_s, '{:.1f}')} | "
+            f"{_num(r.ratio_to_sepp, '{:.2f}')} | {_num(r.max_abs_diff, '{:.2e}')} | {status} |"
+        )
     return "\n".join(lines)
 
 
@@ -74,26 +83,31 @@ def kernel_table(kernels: Dict[str, Any]) -> str:
     """The ``kernels`` section as markdown: the copy bandwidth, the forward's FLOPs, and one row per operator, shape
     and dtype (sizes in MB = 1e6 bytes, times per call in µs)."""
     bw, fw = kernels["bandwidth"], kernels["forward"]
-    lines = [f"copy_ of {bw['bytes'] / 2**20:.0f} MiB: {bw['median_ms']:.3f} ms, {bw['gb_per_s']:.1f} GB/s "
-             f"(read + write)",
-             f"{fw['model']} forward at {fw['image_size']}×{fw['image_size']}: {fw['macs'] / 1e9:.3f} GMAC = "
-             f"{fw['flops'] / 1e9:.3f} GFLOP per image (convolutions and linear layers), {fw['se_blocks']} SE blocks",
-             "",
-             "| op | shape | dtype | blocks | MB | MFLOP | median µs | GB/s | of copy | floor µs | status |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"copy_ of {bw['bytes'] / 2**20:.0f} MiB: {bw['median_ms']:.3f} ms, {bw['gb_per_s']:.1f} GB/s (read + write)",
+        f"{fw['model']} forward at {fw['image_size']}×{fw['image_size']}: {fw['macs'] / 1e9:.3f} GMAC = "
+        f"{fw['flops'] / 1e9:.3f} GFLOP per image (convolutions and linear layers), {fw['se_blocks']} SE blocks",
+        "",
+        "| op | shape | dtype | blocks | MB | MFLOP | median µs | GB/s | of copy | floor µs | status |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
 
     def us(ms: Optional[float]) -> Optional[float]:
         return ms * 1e3 if ms is not None else None
 
     for r in kernels["results"]:
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
-        lines.append(f"| {r['op']} | {'×'.join(map(str, r['shape']))} | {r['dtype']} | {len(r['blocks'])} | "
-                     f"{r['bytes'] / 1e6:.3f} | {r['flops'] / 1e6:.3f} | {_num(us(r['median_ms']), '{:.1f}')} | "
-                     f"{_num(r['gb_per_s'], '{:.1f}')} | {_num(r['fraction_of_copy'], '{:.0%}')} | "
-                     f"{_num(us(r['floor_ms']), '{:.1f}')} | {status} |")
+        lines.append(
+            f"| {r['op']} | {'×'.join(map(str, r['shape']))} | {r['dtype']} | {len(r['blocks'])} | "
+            f"{r['bytes'] / 1e6:.3f} | {r['flops'] / 1e6:.3f} | {_num(us(r['median_ms']), '{:.1f}')} | "
+            f"{_num(r['gb_per_s'], '{:.1f}')} | {_num(r['fraction_of_copy'], '{:.0%}')} | "
+            f"{_num(us(r['floor_ms']), '{:.1f}')} | {status} |"
+        )
     for f in kernels["per_forward"]:
-        lines.append(f"\nSE kernels in one forward ({f['dtype']}, {' + '.join(f['ops'])}, every SE block): "
-                     f"{f['measured_ms']:.3f} ms measured, {f['floor_ms']:.3f} ms at the copy bandwidth")
+        lines.append(
+            f"\nSE kernels in one forward ({f['dtype']}, {' + '.join(f['ops'])}, every SE block): "
+            f"{f['measured_ms']:.3f} ms measured, {f['floor_ms']:.3f} ms at the copy bandwidth"
+        )
     return "\n".join(lines)
 
 
@@ -102,11 +116,16 @@ def se_overhead(results: List[Result]) -> List[str]:
     out = []
     for o in results:
         if o.kind == "se-overhead" and o.median_ms:
-            se = [r for r in results if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout
-                  and r.median_ms]
+            se = [
+                r
+                for r in results
+                if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout and r.median_ms
+            ]
             if se:
-                out.append(f"SE overhead ({o.compare_to}, {o.dtype}): {se[0].model} {se[0].median_ms:.2f} ms vs "
-                           f"{o.model} {o.median_ms:.2f} ms = {100 * (se[0].median_ms / o.median_ms - 1):+.1f}%")
+                out.append(
+                    f"SE overhead ({o.compare_to}, {o.dtype}): {se[0].model} {se[0].median_ms:.2f} ms vs "
+                    f"{o.model} {o.median_ms:.2f} ms = {100 * (se[0].median_ms / o.median_ms - 1):+.1f}%"
+                )
     return out
 
 
@@ -125,9 +144,14 @@ def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]
         return None
     fig, ax = plt.subplots(figsize=(9, 0.38 * len(rows) + 1.4))
     labels = [f"{r.name} [{r.dtype}, {r.layout}]" for r in rows]
-    colors = ["tab:red" if r.kind in ("sepp", "sepp-optimized", "sepp-cpp", "train-sepp") else
-              "tab:orange" if r.kind == "se-overhead" else
-              "tab:blue" for r in rows]
+    colors = [
+        "tab:red"
+        if r.kind in ("sepp", "sepp-optimized", "sepp-cpp", "train-sepp")
+        else "tab:orange"
+        if r.kind == "se-overhead"
+        else "tab:blue"
+        for r in rows
+    ]
     y = list(range(len(rows)))[::-1]
     ax.barh(y, [r.median_ms for r in rows], color=colors)
     for yi, r in zip(y, rows):

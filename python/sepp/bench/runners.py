@@ -29,13 +29,21 @@ def _onnx_file(x: torch.Tensor, workdir: Path, reference_model: Callable[[], tor
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(reference_model(), (x,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"])
+            torch.onnx.export(
+                reference_model(),
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["logits"],
+            )
     return path
 
 
-def onnxruntime_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path,
-                      reference_model: Callable[[], torch.nn.Module]) -> Callable[[], Any]:
+def onnxruntime_setup(
+    args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path, reference_model: Callable[[], torch.nn.Module]
+) -> Callable[[], Any]:
     """An ONNX Runtime session (CPU execution provider, every graph optimization) on the exported reference; returns
     its runner."""
     if args.device != "cpu":
@@ -49,17 +57,20 @@ def onnxruntime_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, wor
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(_onnx_file(x, workdir, reference_model)), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(_onnx_file(x, workdir, reference_model)), opts, providers=["CPUExecutionProvider"]
+    )
     feed = {"input": x.numpy()}
 
     def run() -> Any:
         return session.run(None, feed)[0]
+
     return run
 
 
-def openvino_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path,
-                   reference_model: Callable[[], torch.nn.Module]) -> Callable[[], Any]:
+def openvino_setup(
+    args: argparse.Namespace, x: torch.Tensor, dtype: str, workdir: Path, reference_model: Callable[[], torch.nn.Module]
+) -> Callable[[], Any]:
     """The exported reference compiled by OpenVINO for the CPU (latency hint, ``dtype`` as the inference precision);
     returns its runner."""
     if args.device != "cpu":
@@ -74,19 +85,33 @@ def openvino_setup(args: argparse.Namespace, x: torch.Tensor, dtype: str, workdi
     if dtype != "float32" and hint.upper() not in [str(c).upper() for c in caps]:
         raise Skip(f"this CPU does not run {dtype} in OpenVINO (its capabilities: {', '.join(map(str, caps))})")
     model = core.read_model(str(_onnx_file(x, workdir, reference_model)))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        },
+    )
     request = compiled.create_infer_request()
     feed = x.numpy()
 
     def run() -> Any:
         request.infer({0: feed})
         return request.get_output_tensor(0).data
+
     return run
 
 
-def run_sepp_bench(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: torch.Tensor, dtype: str,
-                   workdir: Path, optimize: bool = False) -> Tuple[List[float], torch.Tensor]:
+def run_sepp_bench(
+    args: argparse.Namespace,
+    state: Dict[str, torch.Tensor],
+    x: torch.Tensor,
+    dtype: str,
+    workdir: Path,
+    optimize: bool = False,
+) -> Tuple[List[float], torch.Tensor]:
     """Runs ``sepp-bench`` once on the shared weights and input (channels_last, one round's share of the
     iterations); returns its samples in ms and its logits."""
     from safetensors.torch import load_file, save_file
@@ -100,11 +125,31 @@ def run_sepp_bench(args: argparse.Namespace, state: Dict[str, torch.Tensor], x: 
     if not weights.exists():
         save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
         save_file({"input": x.contiguous()}, str(inp))
-    cmd = [str(exe), "--model", args.model, "--device", args.device, "--dtype", dtype, "--channels-last",
-           "--threads", str(torch.get_num_threads()), "--warmup", str(args.warmup),
-           "--iters", str(max(1, args.iters // args.rounds)),
-           "--weights", str(weights), "--input", str(inp), "--output", str(out), "--json", str(js),
-           *(["--optimize"] if optimize else [])]
+    cmd = [
+        str(exe),
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--dtype",
+        dtype,
+        "--channels-last",
+        "--threads",
+        str(torch.get_num_threads()),
+        "--warmup",
+        str(args.warmup),
+        "--iters",
+        str(max(1, args.iters // args.rounds)),
+        "--weights",
+        str(weights),
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--json",
+        str(js),
+        *(["--optimize"] if optimize else []),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()}")

@@ -88,14 +88,16 @@ def _rerun_external(c: Contender) -> List[float]:
     return c.setup()[0]
 
 
-def prepare(c: Contender, args: argparse.Namespace, truth: torch.Tensor,
-            train_truth: Optional[float] = None) -> Tuple[Result, Any]:
+def prepare(
+    c: Contender, args: argparse.Namespace, truth: torch.Tensor, train_truth: Optional[float] = None
+) -> Tuple[Result, Any]:
     """Sets a contender up and checks its output against sepp's float32 output (a train contender: its loss of one
     step against sepp's float32 loss, ``train_truth``). Returns its result (status ok, skipped, mismatch or failed)
     and, when ok, what to time: a runner, or for an external contender a callable that runs it once more and returns
     its samples."""
-    r = Result(c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline,
-               compare_to=c.compare_to)
+    r = Result(
+        c.name, c.kind, c.model, c.dtype, c.layout, "ok", note=c.note, baseline=c.baseline, compare_to=c.compare_to
+    )
     t0 = time.perf_counter()
     try:
         made = c.setup()
@@ -125,8 +127,10 @@ def prepare(c: Contender, args: argparse.Namespace, truth: torch.Tensor,
         r.note = (r.note + "; " if r.note else "") + f"loss {loss:.6g} (sepp float32: {train_truth:.6g})"
         if not r.rel_diff <= TOLERANCE[c.dtype]:
             r.status = "mismatch"
-            r.reason = (f"loss of one step {loss:.6g} differs from sepp float32's {train_truth:.6g} by "
-                        f"{r.rel_diff:.3g} relative (tolerance {TOLERANCE[c.dtype]})")
+            r.reason = (
+                f"loss of one step {loss:.6g} differs from sepp float32's {train_truth:.6g} by "
+                f"{r.rel_diff:.3g} relative (tolerance {TOLERANCE[c.dtype]})"
+            )
             return r, None
     elif c.model == args.model:
         y = _as_tensor(y)
@@ -163,7 +167,10 @@ def add_ratios(results: List[Result]) -> None:
     """ratio_to_sepp = median / the fastest sepp (Python API) median at the same dtype; > 1 means sepp is faster. A
     train step's ratio is to sepp's train step at the same dtype."""
     for r in results:
-        base = [b.median_ms for b in results if b.baseline and b.dtype == r.dtype and b.median_ms
-                and is_train(b.kind) == is_train(r.kind)]
+        base = [
+            b.median_ms
+            for b in results
+            if b.baseline and b.dtype == r.dtype and b.median_ms and is_train(b.kind) == is_train(r.kind)
+        ]
         if r.median_ms and base:
             r.ratio_to_sepp = r.median_ms / min(base)

@@ -24,12 +24,37 @@ checkpointing, EMA), :mod:`.checkpoints` (checkpoint folders, CSV logs), :mod:`.
 
 from __future__ import annotations
 
-from .checkpoints import CHECKPOINT_FORMAT, EPOCH_COLUMNS, STEP_COLUMNS, load_checkpoint, resolve_checkpoint, \
-    save_checkpoint
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    EPOCH_COLUMNS,
+    STEP_COLUMNS,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import Config, TrainError, parse_args
 from .data import MEAN, STD, GlobalBatchSampler, build_datasets
 from .loop import evaluate, learning_rate, main, train
 from .model import CheckpointedStages, ModelEma
 
-__all__ = ["Config", "TrainError", "train", "main", "parse_args", "GlobalBatchSampler", "CheckpointedStages",
-           "ModelEma", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "learning_rate"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "EPOCH_COLUMNS",
+    "STEP_COLUMNS",
+    "MEAN",
+    "STD",
+    "build_datasets",
+    "evaluate",
+    "Config",
+    "TrainError",
+    "train",
+    "main",
+    "parse_args",
+    "GlobalBatchSampler",
+    "CheckpointedStages",
+    "ModelEma",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "learning_rate",
+]

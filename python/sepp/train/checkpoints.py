@@ -23,17 +23,37 @@ from ..files import fsync_dir, umask, write_atomic
 from ..weights import load_tensors, save_tensors
 from .config import TrainError
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "resolve_checkpoint", "load_checkpoint", "restore_checkpoint",
-           "CsvLog", "STEP_COLUMNS", "EPOCH_COLUMNS"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "save_checkpoint",
+    "resolve_checkpoint",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "CsvLog",
+    "STEP_COLUMNS",
+    "EPOCH_COLUMNS",
+]
 
 CHECKPOINT_FORMAT = "sepp.train/1"
 STEP_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
-EPOCH_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "ema_val_top1",
-                 "ema_val_top5", "images_per_s", "seconds")
+EPOCH_COLUMNS = (
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "ema_val_top1",
+    "ema_val_top5",
+    "images_per_s",
+    "seconds",
+)
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, ema: Optional[nn.Module], state: Dict[str, Any],
-                    keep: int = 0) -> Path:
+def save_checkpoint(
+    root: Path, step: int, model: nn.Module, ema: Optional[nn.Module], state: Dict[str, Any], keep: int = 0
+) -> Path:
     """Writes ``root/step-NNNNNNNN/{model.safetensors, ema.safetensors, state.pt}`` as a temporary folder, syncs it,
     renames it into place and then points ``root/latest`` at it (both renames atomic). An existing checkpoint is
     never replaced: the same step saved again (a run resumed from an older checkpoint) becomes ``step-NNNNNNNN.1``.
@@ -64,7 +84,7 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, ema: Optional[nn.Mo
         raise
     if keep:  # the newest `keep` up to this one; later ones (a resume from an older checkpoint) are left alone
         older = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name < final.name)
-        for old in older[:max(0, len(older) - (keep - 1))]:
+        for old in older[: max(0, len(older) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -82,8 +102,10 @@ def resolve_checkpoint(path: str) -> Path:
             if not name.startswith("step-") or "/" in name or not (root / name / "state.pt").is_file():
                 raise TrainError(f"--resume {path}: {latest} names {name!r}, which is not a checkpoint folder there")
             return root / name
-    raise TrainError(f"--resume {path}: no checkpoint there (expected a folder with state.pt, or a run's --output "
-                     f"with checkpoints/latest)")
+    raise TrainError(
+        f"--resume {path}: no checkpoint there (expected a folder with state.pt, or a run's --output "
+        f"with checkpoints/latest)"
+    )
 
 
 def _read_tensors(path: Path) -> Dict[str, torch.Tensor]:
@@ -100,8 +122,9 @@ def load_checkpoint(folder: Path) -> Tuple[Dict[str, torch.Tensor], Optional[Dic
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: zipfile, pickle and EOF errors alike
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise TrainError(f"--resume: {str(folder / 'state.pt')!r} is not a readable checkpoint state: {first}") \
-            from None
+        raise TrainError(
+            f"--resume: {str(folder / 'state.pt')!r} is not a readable checkpoint state: {first}"
+        ) from None
     keys = ("model", "classes", "epoch", "epoch_samples", "step", "optimizer", "scaler")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or any(k not in state for k in keys):
         raise TrainError(f"--resume: {str(folder / 'state.pt')!r} is not a sepp.train checkpoint state")
@@ -109,14 +132,23 @@ def load_checkpoint(folder: Path) -> Tuple[Dict[str, torch.Tensor], Optional[Dic
     return _read_tensors(folder / "model.safetensors"), ema, state
 
 
-def restore_checkpoint(folder: Path, model: nn.Module, ema: Optional[nn.Module], optimizer: torch.optim.Optimizer,
-                       scaler: torch.amp.GradScaler, model_name: str, classes: List[str]) -> Dict[str, Any]:
+def restore_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    ema: Optional[nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    model_name: str,
+    classes: List[str],
+) -> Dict[str, Any]:
     """Loads a checkpoint into the model, the EMA's module (None when there is no EMA), the optimizer and the scaler,
     after checking that all of it fits: a failed resume changes nothing. Returns the checkpoint's state."""
     tensors, ema_tensors, state = load_checkpoint(folder)
     if state["model"] != model_name or state["classes"] != classes:
-        raise TrainError(f"--resume: {folder} is a checkpoint of {state['model']} on classes {state['classes']}, "
-                         f"not of {model_name} on {classes}")
+        raise TrainError(
+            f"--resume: {folder} is a checkpoint of {state['model']} on classes {state['classes']}, "
+            f"not of {model_name} on {classes}"
+        )
     _check_fits(model, tensors, folder / "model.safetensors")
     if ema is not None:
         if ema_tensors is None:
@@ -126,8 +158,7 @@ def restore_checkpoint(folder: Path, model: nn.Module, ema: Optional[nn.Module],
         optimizer.load_state_dict(state["optimizer"])  # checks the parameter groups before changing anything
         scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, RuntimeError) as e:
-        raise TrainError(f"--resume: {folder / 'state.pt'}: the optimizer state does not fit the model: {e}") \
-            from None
+        raise TrainError(f"--resume: {folder / 'state.pt'}: the optimizer state does not fit the model: {e}") from None
     with torch.no_grad():
         for module, values in ((model, tensors), (ema, ema_tensors)):
             if module is not None:

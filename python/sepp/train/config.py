@@ -55,8 +55,10 @@ class Config:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sepp.train", description="Train a sepp model on an ImageFolder (DIR/train, DIR/val). Runs "
-        "alone or under torchrun --nproc-per-node N; --batch-size is per process.")
+        prog="python -m sepp.train",
+        description="Train a sepp model on an ImageFolder (DIR/train, DIR/val). Runs "
+        "alone or under torchrun --nproc-per-node N; --batch-size is per process.",
+    )
     d = Config(data="")
     p.add_argument("--data", required=True, metavar="DIR", help="folder with train/ and val/ in ImageFolder layout")
     p.add_argument("--model", default=d.model, help=f"a sepp factory: {', '.join(sepp.model_names())}")
@@ -72,8 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step-epochs", type=float, default=d.step_epochs, help="step schedule: decay every N epochs")
     p.add_argument("--gamma", type=float, default=d.gamma, help="step schedule: the decay factor")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
-                   help="autocast to bf16 (the default when given alone) or fp16 (with a gradient scaler)")
+    p.add_argument(
+        "--amp",
+        nargs="?",
+        const="bf16",
+        choices=("bf16", "fp16"),
+        default=None,
+        help="autocast to bf16 (the default when given alone) or fp16 (with a gradient scaler)",
+    )
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--accum-steps", type=int, default=d.accum_steps, help="micro-batches per optimizer step")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY", help="keep an EMA of the weights (0 = none)")
@@ -85,8 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--resume", default=None, metavar="PATH", help="a checkpoint folder, or a run's --output")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N optimizer steps in all")
-    p.add_argument("--save-every", type=int, default=d.save_every, metavar="STEPS",
-                   help="checkpoint every N steps too (default: at each epoch's end only)")
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=d.save_every,
+        metavar="STEPS",
+        help="checkpoint every N steps too (default: at each epoch's end only)",
+    )
     p.add_argument("--keep", type=int, default=d.keep, help="checkpoints to keep (0 = all)")
     p.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

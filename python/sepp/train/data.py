@@ -32,8 +32,17 @@ class GlobalBatchSampler(Sampler[int]):
     an incomplete last global batch is dropped.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, world_size: int, rank: int, accum_steps: int, seed: int,
-                 epoch: int, start: int = 0) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        world_size: int,
+        rank: int,
+        accum_steps: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+    ) -> None:
         self.n, self.batch_size, self.world_size, self.rank = num_samples, batch_size, world_size, rank
         self.accum_steps, self.seed, self.epoch, self.start = accum_steps, seed, epoch, start
         self.global_batch = batch_size * world_size * accum_steps
@@ -46,7 +55,7 @@ class GlobalBatchSampler(Sampler[int]):
             base = self.start + step * self.global_batch
             for a in range(self.accum_steps):
                 offset = base + (a * self.world_size + self.rank) * self.batch_size
-                yield from order[offset:offset + self.batch_size]
+                yield from order[offset : offset + self.batch_size]
 
     def __len__(self) -> int:
         return self.steps * self.accum_steps * self.batch_size
@@ -73,8 +82,9 @@ def _image_folder(root: Path, what: str) -> Any:
     from torchvision.datasets import ImageFolder
 
     if not root.is_dir():
-        raise TrainError(f"--data: no {what} folder {str(root)!r} (expected DIR/train and DIR/val, one subfolder "
-                         f"per class)")
+        raise TrainError(
+            f"--data: no {what} folder {str(root)!r} (expected DIR/train and DIR/val, one subfolder per class)"
+        )
     try:
         return ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as e:  # no class folder / a class folder without images
@@ -91,12 +101,13 @@ def build_datasets(config: Config) -> Tuple[AugmentedFolder, Any, List[str]]:
         raise TrainError(f"--data: no folder {str(root)!r}")
     train_folder, val_folder = _image_folder(root / "train", "train"), _image_folder(root / "val", "val")
     if val_folder.classes != train_folder.classes:
-        raise TrainError(f"--data: the classes of val/ {val_folder.classes} differ from those of train/ "
-                         f"{train_folder.classes}")
+        raise TrainError(
+            f"--data: the classes of val/ {val_folder.classes} differ from those of train/ {train_folder.classes}"
+        )
     size = config.image_size
     normalize = [T.ToTensor(), T.Normalize(MEAN, STD)]
-    train_set = AugmentedFolder(train_folder,
-                                T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalize]),
-                                config.seed)
+    train_set = AugmentedFolder(
+        train_folder, T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *normalize]), config.seed
+    )
     val_folder.transform = T.Compose([T.Resize(round(size / 0.875)), T.CenterCrop(size), *normalize])
     return train_set, val_folder, train_folder.classes

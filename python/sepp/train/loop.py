@@ -22,8 +22,15 @@ from torch.utils.data import DataLoader
 import sepp
 
 from ..files import write_atomic
-from .checkpoints import (CHECKPOINT_FORMAT, EPOCH_COLUMNS, STEP_COLUMNS, CsvLog, resolve_checkpoint,
-                          restore_checkpoint, save_checkpoint)
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    EPOCH_COLUMNS,
+    STEP_COLUMNS,
+    CsvLog,
+    resolve_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from .config import Config, TrainError, parse_args
 from .data import GlobalBatchSampler, build_datasets, derive_seed
 from .model import CheckpointedStages, ModelEma
@@ -70,8 +77,9 @@ def _setup_distributed(device_arg: Optional[str]) -> Tuple[int, int, torch.devic
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+        )
     return rank, world, device
 
 
@@ -109,8 +117,16 @@ def _autocast(device: torch.device, config: Config) -> Any:
     return torch.autocast(device.type, dtype=dtype, enabled=config.amp is not None)
 
 
-def _train_step(net: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                criterion: nn.Module, device: torch.device, config: Config, world: int) -> torch.Tensor:
+def _train_step(
+    net: nn.Module,
+    batches: Iterator,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    criterion: nn.Module,
+    device: torch.device,
+    config: Config,
+    world: int,
+) -> torch.Tensor:
     """One optimizer step over ``accum_steps`` micro-batches (DDP all-reduces on the last one only); returns this
     process's mean loss."""
     optimizer.zero_grad(set_to_none=True)
@@ -131,8 +147,9 @@ def _train_step(net: nn.Module, batches: Iterator, optimizer: torch.optim.Optimi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, config: Config,
-             world: int) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device, config: Config, world: int
+) -> Dict[str, float]:
     """Loss, top-1 and top-5 accuracy (in %) over the whole validation set (each process evaluates its share)."""
     was_training = model.training
     model.eval()
@@ -168,14 +185,25 @@ class _Run:
     The position is the whole random state of the run, so a checkpoint holds it with the weights and the optimizer.
     """
 
-    def __init__(self, config: Config, rank: int, world: int, device: torch.device, classes: List[str],
-                 num_samples: int, global_batch: int, model: nn.Module, output: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        rank: int,
+        world: int,
+        device: torch.device,
+        classes: List[str],
+        num_samples: int,
+        global_batch: int,
+        model: nn.Module,
+        output: Path,
+    ) -> None:
         self.config, self.rank, self.world, self.device = config, rank, world, device
         self.classes, self.num_samples, self.global_batch, self.model = classes, num_samples, global_batch, model
         self.base_lr = config.lr if config.lr is not None else 0.6 * global_batch / 1024
         self.ema = ModelEma(model, config.ema) if config.ema > 0 else None
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.base_lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=self.base_lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.checkpoints = output / "checkpoints"
         self.epoch = self.epoch_samples = self.step = 0
@@ -191,21 +219,34 @@ class _Run:
         return bool(self.config.max_steps) and self.step >= self.config.max_steps
 
     def resume(self, folder: Path) -> None:
-        state = restore_checkpoint(folder, self.model, self.ema_module, self.optimizer, self.scaler,
-                                   self.config.model, self.classes)
+        state = restore_checkpoint(
+            folder, self.model, self.ema_module, self.optimizer, self.scaler, self.config.model, self.classes
+        )
         self.epoch, self.epoch_samples, self.step = state["epoch"], state["epoch_samples"], state["step"]
         self.saved_step = self.step
 
     def state(self) -> Dict[str, Any]:
         """What ``state.pt`` holds."""
         config = self.config
-        return {"format": CHECKPOINT_FORMAT, "model": config.model, "classes": self.classes, "epoch": self.epoch,
-                "epoch_samples": self.epoch_samples, "step": self.step, "seed": config.seed,
-                "world_size": self.world, "global_batch": self.global_batch,
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "scheduler": {"schedule": config.schedule, "base_lr": self.base_lr,
-                              "lr": self.optimizer.param_groups[0]["lr"],
-                              "epoch_position": self.epoch + self.epoch_samples / self.num_samples}}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": config.model,
+            "classes": self.classes,
+            "epoch": self.epoch,
+            "epoch_samples": self.epoch_samples,
+            "step": self.step,
+            "seed": config.seed,
+            "world_size": self.world,
+            "global_batch": self.global_batch,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "scheduler": {
+                "schedule": config.schedule,
+                "base_lr": self.base_lr,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_position": self.epoch + self.epoch_samples / self.num_samples,
+            },
+        }
 
     def save(self) -> None:
         """A checkpoint of this step, unless there is one already; rank 0 writes it, with rank 0's BN statistics."""
@@ -213,12 +254,14 @@ class _Run:
             return
         _sync_buffers(self.world, self.model, self.ema_module)
         if self.rank == 0:
-            self.last_checkpoint = save_checkpoint(self.checkpoints, self.step, self.model, self.ema_module,
-                                                   self.state(), self.config.keep)
+            self.last_checkpoint = save_checkpoint(
+                self.checkpoints, self.step, self.model, self.ema_module, self.state(), self.config.keep
+            )
         self.saved_step = self.step
 
-    def train_epoch(self, net: nn.Module, batches: Iterator, steps: int, criterion: nn.Module,
-                    steps_log: CsvLog) -> Tuple[torch.Tensor, int]:
+    def train_epoch(
+        self, net: nn.Module, batches: Iterator, steps: int, criterion: nn.Module, steps_log: CsvLog
+    ) -> Tuple[torch.Tensor, int]:
         """Up to ``steps`` optimizer steps (fewer where --max-steps stops the run); returns the sum of their losses on
         this process and their number."""
         config, device, world, global_batch = self.config, self.device, self.world, self.global_batch
@@ -244,8 +287,15 @@ class _Run:
             if logged:
                 mean_loss = _all_sum([value], device, world)[0] / world
                 if self.rank == 0:
-                    steps_log.write({"step": self.step, "epoch": self.epoch, "loss": mean_loss, "lr": lr,
-                                     "images_per_s": images_per_s})
+                    steps_log.write(
+                        {
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            "loss": mean_loss,
+                            "lr": lr,
+                            "images_per_s": images_per_s,
+                        }
+                    )
             if bar is not None:
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
                 bar.update()
@@ -257,25 +307,36 @@ class _Run:
             bar.close()
         return loss_sum, epoch_steps
 
-    def end_epoch(self, loss_sum: torch.Tensor, epoch_steps: int, seconds: float, val_loader: DataLoader,
-                  epochs_log: CsvLog) -> Dict[str, Any]:
+    def end_epoch(
+        self, loss_sum: torch.Tensor, epoch_steps: int, seconds: float, val_loader: DataLoader, epochs_log: CsvLog
+    ) -> Dict[str, Any]:
         """Evaluates the model (and the EMA) after an epoch, logs the epoch's row and returns it."""
         config, device, world = self.config, self.device, self.world
         train_loss = _all_sum([loss_sum.item(), epoch_steps], device, world)
         _sync_buffers(world, self.model, self.ema_module)
         val = evaluate(self.model, val_loader, device, config, world)  # not through DDP: shares may differ in length
         ema_val = evaluate(self.ema.module, val_loader, device, config, world) if self.ema is not None else None
-        row = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": train_loss[0] / max(train_loss[1], 1), "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "images_per_s": self.global_batch * epoch_steps / max(seconds, 1e-9),
-               "seconds": seconds}
+        row = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss[0] / max(train_loss[1], 1),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "images_per_s": self.global_batch * epoch_steps / max(seconds, 1e-9),
+            "seconds": seconds,
+        }
         if ema_val is not None:
             row.update(ema_val_top1=ema_val["top1"], ema_val_top5=ema_val["top5"])
         if self.rank == 0:
             epochs_log.write(row)
-            print(f"sepp.train: epoch {self.epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
-                  f"{val['loss']:.4f}, top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}%, "
-                  f"{row['images_per_s']:.0f} images/s", file=sys.stderr)
+            print(
+                f"sepp.train: epoch {self.epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
+                f"{val['loss']:.4f}, top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}%, "
+                f"{row['images_per_s']:.0f} images/s",
+                file=sys.stderr,
+            )
         return row
 
 
@@ -286,8 +347,10 @@ def train(config: Config) -> Dict[str, Any]:
     resume, the output folder. A problem raises :class:`TrainError`.
     """
     if config.sync_bn:
-        raise TrainError("--sync-bn: sepp's BatchNorm layers are C++ modules that torch.nn.SyncBatchNorm cannot "
-                         "replace; BN statistics stay per process (each normalises its own --batch-size images)")
+        raise TrainError(
+            "--sync-bn: sepp's BatchNorm layers are C++ modules that torch.nn.SyncBatchNorm cannot "
+            "replace; BN statistics stay per process (each normalises its own --batch-size images)"
+        )
     if config.model not in sepp.model_names():
         raise TrainError(f"--model: unknown model {config.model!r}; expected one of {', '.join(sepp.model_names())}")
     rank, world, device = _setup_distributed(config.device)
@@ -302,9 +365,11 @@ def _train(config: Config, rank: int, world: int, device: torch.device) -> Dict[
     train_set, val_set, classes = build_datasets(config)
     global_batch = config.batch_size * world * config.accum_steps
     if len(train_set) < global_batch:
-        raise TrainError(f"--data: train/ has {len(train_set)} images, fewer than one global batch of {global_batch} "
-                         f"(--batch-size {config.batch_size} x {world} process(es) x --accum-steps "
-                         f"{config.accum_steps})")
+        raise TrainError(
+            f"--data: train/ has {len(train_set)} images, fewer than one global batch of {global_batch} "
+            f"(--batch-size {config.batch_size} x {world} process(es) x --accum-steps "
+            f"{config.accum_steps})"
+        )
 
     torch.manual_seed(config.seed)
     model = sepp.create_model(config.model, num_classes=len(classes)).to(device)
@@ -315,10 +380,13 @@ def _train(config: Config, rank: int, world: int, device: torch.device) -> Dict[
     folder = resolve_checkpoint(config.resume) if config.resume else None
     if folder is not None:
         run.resume(folder)
-    if (run.checkpoints / "latest").exists() and (folder is None
-                                                  or folder.parent.resolve() != run.checkpoints.resolve()):
-        raise TrainError(f"--output {config.output}: it already holds a run (checkpoints/latest); continue it with "
-                         f"--resume {config.output}, or choose another --output")
+    if (run.checkpoints / "latest").exists() and (
+        folder is None or folder.parent.resolve() != run.checkpoints.resolve()
+    ):
+        raise TrainError(
+            f"--output {config.output}: it already holds a run (checkpoints/latest); continue it with "
+            f"--resume {config.output}, or choose another --output"
+        )
 
     # Nothing was written so far; from here on the run owns --output.
     net: nn.Module = CheckpointedStages(model) if config.activation_checkpointing else model
@@ -329,23 +397,46 @@ def _train(config: Config, rank: int, world: int, device: torch.device) -> Dict[
     steps_log, epochs_log = CsvLog(out / "steps.csv", STEP_COLUMNS), CsvLog(out / "epochs.csv", EPOCH_COLUMNS)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.json", json.dumps({**dataclasses.asdict(config), "world_size": world,
-                                                     "global_batch": global_batch, "base_lr": run.base_lr},
-                                                    indent=2).encode())
+        write_atomic(
+            out / "config.json",
+            json.dumps(
+                {
+                    **dataclasses.asdict(config),
+                    "world_size": world,
+                    "global_batch": global_batch,
+                    "base_lr": run.base_lr,
+                },
+                indent=2,
+            ).encode(),
+        )
         steps_log.truncate_after(run.step)
         epochs_log.truncate_after(run.step)
         if world > 1:
-            print(f"sepp.train: {world} processes, global batch {global_batch}; BatchNorm statistics are per process",
-                  file=sys.stderr)
+            print(
+                f"sepp.train: {world} processes, global batch {global_batch}; BatchNorm statistics are per process",
+                file=sys.stderr,
+            )
 
     loader_args = dict(batch_size=config.batch_size, num_workers=config.workers, pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_set, sampler=range(rank, len(val_set), world), **loader_args)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    summary: Dict[str, Any] = {"output": str(out), "world_size": world, "global_batch": global_batch,
-                               "base_lr": run.base_lr}
+    summary: Dict[str, Any] = {
+        "output": str(out),
+        "world_size": world,
+        "global_batch": global_batch,
+        "base_lr": run.base_lr,
+    }
     while run.epoch < config.epochs and not run.reached_max_steps:
-        sampler = GlobalBatchSampler(len(train_set), config.batch_size, world, rank, config.accum_steps, config.seed,
-                                     run.epoch, run.epoch_samples)
+        sampler = GlobalBatchSampler(
+            len(train_set),
+            config.batch_size,
+            world,
+            rank,
+            config.accum_steps,
+            config.seed,
+            run.epoch,
+            run.epoch_samples,
+        )
         train_set.epoch = run.epoch
         batches = iter(DataLoader(train_set, sampler=sampler, **loader_args))
         net.train()
