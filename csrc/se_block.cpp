@@ -103,9 +103,9 @@ torch::Tensor SEBlockImpl::excite(const torch::Tensor& z) {
   // The FCs act on a [N, C] vector: the 1x1 kernels viewed as [out, in] matrices, FC-ReLU-FC-gate in one operator.
   using ops::detail::defined_or_nullopt;
   const auto s = ops::se_excite(
-      z.reshape({n, -1}), fc1->weight.flatten(1), defined_or_nullopt(fc1->bias), fc2->weight.flatten(1),
+      z.reshape({n, options.channels()}), fc1->weight.flatten(1), defined_or_nullopt(fc1->bias), fc2->weight.flatten(1),
       defined_or_nullopt(fc2->bias), options.gate());
-  return s.reshape({n, -1, 1, 1});
+  return s.reshape({n, options.channels(), 1, 1});
 }
 
 torch::Tensor SEBlockImpl::gate(const torch::Tensor& x) {

@@ -98,6 +98,7 @@ def test_options_read_back_what_was_given_by_position_or_by_name():
         (lambda: sepp.ResNet(layers="1111"), TypeError, r"expected a sequence of ints for option 'layers', got str"),
         (lambda: sepp.ResNet(num_classes=1.5), TypeError, r"expected an int for option 'num_classes', got float 1.5"),
         (lambda: sepp.SEBlock(64, bias=1), TypeError, r"expected a bool for option 'bias', got int 1"),
+        (lambda: sepp.ResNet(num_classes=True), TypeError, r"expected an int for option 'num_classes', got bool True"),
         (
             lambda: sepp.ResNet(se=[True, 1, True, True]),
             TypeError,
@@ -130,3 +131,17 @@ def test_a_pickled_model_is_rebuilt_from_its_options(tmp_path):
     assert back.options == m.options
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(back(x), m(x))
+
+
+@pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50"])
+def test_a_batch_of_no_images_gives_an_empty_batch_of_outputs(name):
+    m = sepp.create_model(name, num_classes=7).eval()
+    x = torch.randn(0, 3, 64, 64)
+    with torch.no_grad():
+        assert m(x).shape == (0, 7)
+        assert m.forward_features(x).shape == (0, m.num_features, 2, 2)
+        assert sepp.optimize_for_inference(m)(x).shape == (0, 7)
+        assert sepp.optimize_for_inference(sepp.create_model(name, num_classes=0).eval())(x).shape == (
+            0,
+            m.num_features,
+        )

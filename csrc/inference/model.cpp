@@ -5,6 +5,7 @@
 #include "ops/common.h"
 #include "residual.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/max_pool2d.h>
 
@@ -89,6 +90,10 @@ Tensor Block::merge_se(const Tensor& h, const Tensor& idn) const {
 namespace sepp {
 
 at::Tensor OptimizedResNet::Impl::eager(const at::Tensor& x) const {
+  if (x.size(0) == 0) {  // no images: an empty batch of outputs, as torch.nn modules give (oneDNN refuses N = 0)
+    const int64_t width = fc_weight.defined() ? fc_weight.size(0) : num_features;
+    return at::empty({0, width}, x.options());
+  }
   auto h = stem.run(x, true);
   h = at::max_pool2d(h, *pool.kernel_size(), *pool.stride(), *pool.padding(), *pool.dilation(), pool.ceil_mode());
   for (const auto& b : blocks) h = b.forward(h);

@@ -71,6 +71,8 @@ T from_python(py::handle h, const T& current, OptionKind kind, const char* who, 
   }
   if constexpr (std::is_same_v<T, bool>) {
     if (!py::isinstance<py::bool_>(h)) return fail();  // not 0/1: a typo'd int should not pass as a flag
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    if (py::isinstance<py::bool_>(h)) return fail();  // a bool is an int to Python, not a count or a rate
   }
   if constexpr (std::is_same_v<T, std::vector<bool>>) {
     if (py::isinstance<py::bool_>(h)) return std::vector<bool>(current.size(), h.cast<bool>());
