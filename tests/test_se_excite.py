@@ -84,6 +84,27 @@ def test_excite_matches_formula(device, dtype, gate, n, c, r):
     assert float((s.double() - expected).abs().max()) <= tol  # gates lie in [-1, 1]: absolute error
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.parametrize("n", [1, 3])
+def test_excite_keeps_nan_in_the_hidden_layer_like_relu(device, dtype, gate, n):
+    """relu keeps NaN, so a NaN in the hidden layer reaches the outputs, on every device: one in b1 makes every output
+    NaN; one in a sample's z makes that sample's outputs NaN and leaves the others right."""
+    z, w1, b1, w2, b2 = excite_inputs(n, 64, 4, device, dtype)
+    b1_nan = b1.clone()
+    b1_nan[1] = float("nan")
+    assert torch.isnan(se_excite(z, w1, b1_nan, w2, b2, gate)).all()
+    z_nan = z.clone()
+    z_nan[-1, 5] = float("nan")
+    s = se_excite(z_nan, w1, b1, w2, b2, gate)
+    expected = excite_formula(z_nan, w1, b1, w2, b2, gate)
+    assert torch.isnan(expected[-1]).all() and torch.isnan(s[-1]).all()
+    assert not torch.isnan(s[:-1]).any()
+    if n > 1:
+        assert float((s[:-1].double() - expected[:-1]).abs().max()) <= TOL[dtype]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 def test_excite_backward_in_half_precision_matches_float64(dtype):
     args = excite_inputs(4, 64, 4, "cpu", dtype, grad=True)
@@ -204,6 +225,29 @@ def test_cuda_excite_matches_cpu(dtype, gate, n, c, r):
     with poisoned_memory():
         gpu = se_excite(*[None if a is None else a.cuda() for a in args], gate)
     assert float((gpu.cpu().double() - cpu.double()).abs().max()) <= (1e-12 if dtype == torch.float64 else TOL[dtype])
+
+
+@cuda_only
+@pytest.mark.parametrize(
+    "n,c,r,dtype",
+    [(70000, 16, 4, torch.float32), (270000, 16, 2, torch.float32), (70000, 3100, 4, torch.float16)],
+    ids=["70000x16-tiles_of_4", "270000x16-tiles_of_4", "70000x3100-tiles_of_1"],
+)
+def test_cuda_excite_of_more_than_65535_samples_matches_cpu(n, c, r, dtype):
+    """N > 65535 (what a grid holds along y), as the CPU kernel accepts: 4-sample tiles (17500 of them, and 67500:
+    more than a grid holds) and, with C + R > 3072 (float accumulation: 4 samples' rows no longer fit in 48 KiB of
+    shared memory), 70000 1-sample tiles."""
+    g = torch.Generator().manual_seed(n + c)
+    z = torch.randn(n, c, generator=g).to(dtype)
+    w1 = (torch.randn(r, c, generator=g) * 2 / c**0.5).to(dtype)
+    b1 = torch.randn(r, generator=g).to(dtype)
+    w2 = (torch.randn(c, r, generator=g) * 2 / r**0.5).to(dtype)
+    b2 = torch.randn(c, generator=g).to(dtype)
+    cpu = se_excite(z, w1, b1, w2, b2)
+    with poisoned_memory():
+        gpu = se_excite(*(t.cuda() for t in (z, w1, b1, w2, b2)))
+    assert gpu.shape == (n, c)
+    assert float((gpu.cpu().double() - cpu.double()).abs().max()) <= TOL[dtype]
 
 
 @cuda_only

@@ -97,7 +97,8 @@ def test_squeeze_bad_dtype_argument():
 
 @cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("shape", SHAPES + [(256, 256, 56, 56), (64, 2048, 7, 7)], ids=shape_id)
+# (70000, 33, 3, 3): more samples than a grid holds along y (65535), and a second channel block of one channel.
+@pytest.mark.parametrize("shape", SHAPES + [(256, 256, 56, 56), (64, 2048, 7, 7), (70000, 33, 3, 3)], ids=shape_id)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_cuda_squeeze_matches_cpu(dtype, shape, channels_last):
     x = torch.randn(shape, dtype=dtype)

@@ -1,15 +1,21 @@
-// GraphCache: at::cuda::CUDAGraph per input shape (see cuda_graphs.h). Without CUDA it only forwards.
+// GraphCache: at::cuda::CUDAGraph per input shape, least recently used dropped beyond kMaxCudaGraphs (see
+// cuda_graphs.h). Without CUDA it only forwards.
 
 #include "inference/cuda_graphs.h"
 
 #include <ATen/ops/empty_like.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+
+#include <iterator>
 
 #ifdef SEPP_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace sepp::inference {
@@ -17,15 +23,75 @@ namespace sepp::inference {
 #ifdef SEPP_WITH_CUDA
 struct GraphCache::Entry {
   at::cuda::CUDAGraph graph;
-  at::Tensor input, output;
+  at::Tensor input, output;  // inference tensors, the graph's own
   at::cuda::CUDAEvent done;  // recorded after the last copy-out of `output`
 };
+
+// A capture stream, lent to one cache for its lifetime by the process-wide pool below.
+struct GraphCache::Stream {
+  c10::DeviceIndex device = -1;
+  cudaStream_t stream = nullptr;
+};
+
+namespace {
+
+// Capture streams are created when no idle one is left, lent to one cache at a time (so no other code's work can
+// run on them during a capture, as it could on a stream from torch's shared pool), taken back when the cache is
+// destroyed and never destroyed: torch keeps stream handles after their last use (cached memory blocks and
+// expandable segments remember their stream, cuBLAS workspaces are keyed by it), which a destroyed stream would
+// leave dangling. Leaked at exit like torch's own streams.
+std::mutex& idle_streams_mutex() {
+  static auto* m = new std::mutex;
+  return *m;
+}
+std::vector<GraphCache::Stream>& idle_streams() {
+  static auto* v = new std::vector<GraphCache::Stream>;
+  return *v;
+}
+
+GraphCache::Stream borrow_stream(c10::DeviceIndex device) {
+  {
+    std::lock_guard<std::mutex> lock(idle_streams_mutex());
+    auto& idle = idle_streams();
+    for (auto it = idle.begin(); it != idle.end(); ++it) {
+      if (it->device == device) {
+        const GraphCache::Stream s = *it;
+        idle.erase(it);
+        return s;
+      }
+    }
+  }
+  const c10::cuda::CUDAGuard guard(device);
+  GraphCache::Stream s{device, nullptr};
+  // Non-blocking: no implicit synchronisation with the legacy default stream, on which a capture must not run.
+  C10_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  return s;
+}
+
+// Waits for what was queued on s, then makes it available to the next cache. Does not throw (run by destructors).
+void return_stream(const GraphCache::Stream& s) noexcept {
+  C10_CUDA_CHECK_WARN(cudaStreamSynchronize(s.stream));
+  try {
+    std::lock_guard<std::mutex> lock(idle_streams_mutex());
+    idle_streams().push_back(s);
+  } catch (...) {  // out of memory for the list: the stream stays unused
+  }
+}
+
+// Blocks the calling thread until e's last recorded work is done (at once if it was never recorded). Does not
+// throw (run by destructors); a CUDA error is reported as a warning.
+void wait_for(const at::cuda::CUDAEvent& e) noexcept {
+  if (e.isCreated()) C10_CUDA_CHECK_WARN(cudaEventSynchronize(e.event()));
+}
+
+}  // namespace
 
 bool cuda_graphs_built() {
   return true;
 }
 #else
 struct GraphCache::Entry {};
+struct GraphCache::Stream {};
 
 bool cuda_graphs_built() {
   return false;
@@ -33,7 +99,16 @@ bool cuda_graphs_built() {
 #endif
 
 GraphCache::GraphCache() = default;
-GraphCache::~GraphCache() = default;
+
+GraphCache::~GraphCache() {
+#ifdef SEPP_WITH_CUDA
+  // The last replay and copy-out of a graph may still run (on any caller's stream): its graph and memory pool, and
+  // the input and output tensors, must outlive them.
+  for (const auto& [key, e] : entries_) wait_for(e->done);
+  entries_.clear();
+  for (const auto& s : streams_) return_stream(*s);
+#endif
+}
 
 int64_t GraphCache::captured() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -50,15 +125,37 @@ at::Tensor GraphCache::run(const at::Tensor& x, const Forward& forward) {
   key.push_back(static_cast<int64_t>(x.scalar_type()));
   key.push_back(x.device().index());
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = entries_.find(key);
-  auto current = c10::cuda::getCurrentCUDAStream();
-  if (it == entries_.end()) {
+  const auto current = c10::cuda::getCurrentCUDAStream();
+  auto it = entries_.begin();
+  while (it != entries_.end() && it->first != key) ++it;
+  if (it != entries_.end()) {
+    entries_.splice(entries_.begin(), entries_, it);  // now the most recently used
+  } else {
+    if (static_cast<int64_t>(entries_.size()) >= kMaxCudaGraphs) {
+      // Dropped before the capture, so that the new graph can reuse its memory; its last replay may still run.
+      wait_for(entries_.back().second->done);
+      entries_.pop_back();
+    }
+    const auto device = x.device().index();
+    auto sit = streams_.begin();
+    while (sit != streams_.end() && (*sit)->device != device) ++sit;
+    if (sit == streams_.end()) {
+      streams_.reserve(streams_.size() + 1);  // so that a borrowed stream is never lost to a failed push_back
+      auto s = std::make_unique<Stream>();
+      *s = borrow_stream(device);
+      streams_.push_back(std::move(s));
+      sit = std::prev(streams_.end());
+    }
+    const auto side = c10::cuda::getStreamFromExternal((*sit)->stream, device);
     auto e = std::make_unique<Entry>();
+    // The graph's tensors are inference tensors, made and captured under InferenceMode whatever the caller's mode:
+    // later calls copy into the input and replay in either mode (an inference tensor outside InferenceMode could
+    // not be updated in place; a normal one would be, but the mode of the first call must not matter).
+    const c10::InferenceMode inference;
     e->input = at::empty_like(x, at::MemoryFormat::ChannelsLast);
     e->input.copy_(x);
     // Capture must not run on the legacy default stream; warm up first (cuDNN plans, cuBLAS handles, lazy init) so
     // nothing in the captured region needs a synchronisation.
-    auto side = c10::cuda::getStreamFromPool();
     at::cuda::CUDAEvent ready;
     ready.record(current);
     ready.block(side);
@@ -66,7 +163,9 @@ at::Tensor GraphCache::run(const at::Tensor& x, const Forward& forward) {
       const c10::cuda::CUDAStreamGuard stream_guard(side);
       for (int i = 0; i < 2; ++i) forward(e->input);
       side.synchronize();
-      e->graph.capture_begin();
+      // Thread-local mode: calls unsafe during a capture (cudaFree, synchronisations) are refused in this thread
+      // only, so other threads' calls neither fail nor invalidate this capture (in global mode they would).
+      e->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
       try {
         e->output = forward(e->input);
       } catch (...) {
@@ -81,13 +180,17 @@ at::Tensor GraphCache::run(const at::Tensor& x, const Forward& forward) {
     at::cuda::CUDAEvent captured;
     captured.record(side);
     captured.block(current);
-    it = entries_.emplace(std::move(key), std::move(e)).first;
+    entries_.emplace_front(std::move(key), std::move(e));
+    it = entries_.begin();
   }
   Entry& e = *it->second;
-  e.done.block(current);  // the previous replay's copy-out (possibly on another stream) is finished
-  e.input.copy_(x);
-  e.graph.replay();
-  auto out = e.output.clone();
+  {
+    const c10::InferenceMode inference;
+    e.done.block(current);  // the previous replay's copy-out (possibly on another stream) is finished
+    e.input.copy_(x);
+    e.graph.replay();
+  }
+  auto out = e.output.clone();  // in the caller's mode
   e.done.record(current);
   return out;
 #endif

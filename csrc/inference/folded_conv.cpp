@@ -3,15 +3,16 @@
 #include "inference/onednn.h"
 
 #include <ATen/Context.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/cudnn_convolution_add_relu.h>
 #include <ATen/ops/cudnn_convolution_relu.h>
 #include <ATen/ops/mkldnn_reorder_conv2d_weight.h>
-#include <ATen/ops/ones.h>
-#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
+#include <c10/util/accumulate.h>
 
 #include <algorithm>
+#include <exception>
 
 namespace sepp::inference {
 
@@ -76,7 +77,7 @@ FoldedConv fold_conv_bn(
   if (o.bias()) bias = bias + conv->bias.detach().to(at::kDouble) * scale;
   f.weight = (wd * scale.reshape({-1, 1, 1, 1})).to(target.dtype).contiguous(at::MemoryFormat::ChannelsLast);
   f.bias = bias.to(target.dtype);
-  f.cudnn_fused = target.cudnn_fused;
+  f.cudnn_fused = target.cudnn_fused && cudnn_fused_works(f, {input[2], input[3]});
   if (target.onednn) {
     f.packed = at::mkldnn_reorder_conv2d_weight(
         f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation, f.groups,
@@ -92,18 +93,45 @@ int64_t window_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t 
   return std::max<int64_t>(out, 1);
 }
 
-bool cudnn_fused_available(const c10::Device& device, c10::ScalarType dtype) {
-  if (!device.is_cuda() || !at::globalContext().userEnabledCuDNN() || dtype == at::kDouble) return false;
+bool cudnn_fused_candidate(const c10::Device& device, c10::ScalarType dtype) {
+  return device.is_cuda() && at::globalContext().userEnabledCuDNN() && dtype != at::kDouble;
+}
+
+namespace {
+
+// Deterministic values in [-1, 1] of `shape` (the global random generators are left alone), channels_last.
+at::Tensor probe_values(at::IntArrayRef shape, const at::TensorOptions& o) {
+  const auto v = at::arange(c10::multiply_integers(shape), o.dtype(at::kFloat)).mul_(0.7548776662).sin_();
+  return v.reshape(shape).to(o.dtype()).contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// max |got - want| / (max |want| + 1e-6), computed in float32 (want is float32).
+double relative_max_error(const at::Tensor& got, const at::Tensor& want) {
+  return ((got.to(at::kFloat) - want).abs().max() / (want.abs().max() + 1e-6)).item<double>();
+}
+
+}  // namespace
+
+bool cudnn_fused_works(const FoldedConv& f, std::array<int64_t, 2> hw) {
+  const auto& w = f.weight;
+  if (!cudnn_fused_candidate(w.device(), w.scalar_type())) return false;
   try {
-    const auto o = at::TensorOptions().device(device).dtype(dtype);
-    const auto x = at::ones({1, 8, 4, 4}, o).contiguous(at::MemoryFormat::ChannelsLast);
-    const auto w = at::ones({8, 8, 1, 1}, o).contiguous(at::MemoryFormat::ChannelsLast);
-    const auto b = at::zeros({8}, o);
-    const auto y = at::cudnn_convolution_relu(x, w, b, {1, 1}, {0, 0}, {1, 1}, 1);
-    const auto y2 = at::cudnn_convolution_add_relu(x, w, y, 1, b, {1, 1}, {0, 0}, {1, 1}, 1);
-    // conv of ones with ones over 8 channels: 8; then 8 + 8 = 16.
-    return y.min().item<double>() == 8.0 && y2.max().item<double>() == 16.0;
-  } catch (const c10::Error&) {
+    // At least a 3 x 3 output, so that every kernel tap meets real values.
+    const int64_t h = std::max(hw[0], (w.size(2) - 1) * f.dilation[0] + 1 + 2 * f.stride[0]);
+    const int64_t wd = std::max(hw[1], (w.size(3) - 1) * f.dilation[1] + 1 + 2 * f.stride[1]);
+    const auto x = probe_values({1, w.size(1) * f.groups, h, wd}, w.options());
+    const auto y = at::cudnn_convolution_relu(x, w, f.bias, f.stride, f.padding, f.dilation, f.groups);
+    const auto z = probe_values(y.sizes(), w.options());
+    const auto y2 = at::cudnn_convolution_add_relu(x, w, z, 1, f.bias, f.stride, f.padding, f.dilation, f.groups);
+    // The reference in float32 from the same (rounded) values: conv + bias, before the ReLU.
+    const auto want = at::convolution(
+        x.to(at::kFloat), w.to(at::kFloat), f.bias.to(at::kFloat), f.stride, f.padding, f.dilation, false, {0, 0},
+        f.groups);
+    // Loose bounds: they tell wrong results (an engine that computes something else, NaN) from rounding, including
+    // TF32 (on by default for cuDNN's float32 convolutions) and half-precision outputs.
+    const double tol = w.scalar_type() == at::kFloat ? 1e-2 : 5e-2;
+    return relative_max_error(y, want.relu()) <= tol && relative_max_error(y2, (want + z.to(at::kFloat)).relu()) <= tol;
+  } catch (const std::exception&) {  // c10::Error, and cudnn_frontend's own exceptions
     return false;
   }
 }

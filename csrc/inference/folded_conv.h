@@ -16,7 +16,7 @@ namespace sepp::inference {
 struct FoldTarget {
   c10::ScalarType dtype = at::kFloat;
   bool onednn = false;       // CPU: prepack the weights for oneDNN's fused convolutions
-  bool cudnn_fused = false;  // CUDA: cuDNN's fused conv + bias + ReLU and conv + bias + add + ReLU
+  bool cudnn_fused = false;  // CUDA: cuDNN's fused conv + bias (+ add) + ReLU, for the convolutions they work for
 };
 
 struct FoldedConv {
@@ -25,7 +25,7 @@ struct FoldedConv {
   at::Tensor packed;  // oneDNN's layout (the "onednn" backend), or undefined
   std::vector<int64_t> padding, stride, dilation;
   int64_t groups = 1;
-  bool cudnn_fused = false;
+  bool cudnn_fused = false;  // run() with ReLU and run_add_relu() call cuDNN's fused kernels (see cudnn_fused_works)
 
   /// y = conv(x) + bias, then ReLU when relu.
   at::Tensor run(const at::Tensor& x, bool relu) const;
@@ -41,7 +41,8 @@ struct FoldedConv {
 
 /// conv followed by bn (in eval mode), folded into one convolution for `target`: w' = w * g / sqrt(v + eps),
 /// b' = beta - mean * g / sqrt(v + eps) (+ the conv's bias, scaled), computed in float64. `input` is the input shape
-/// [N, C, H, W] oneDNN chooses the weight layout for. Does not change the modules.
+/// [N, C, H, W] oneDNN chooses the weight layout for, and whose H x W cuDNN's fused kernels are probed at (the
+/// result's cudnn_fused is cudnn_fused_works(it, {H, W}) with target.cudnn_fused). Does not change the modules.
 FoldedConv fold_conv_bn(
     const torch::nn::Conv2d& conv,
     const torch::nn::BatchNorm2d& bn,
@@ -51,8 +52,15 @@ FoldedConv fold_conv_bn(
 /// The output size of a pooling or convolution window along one axis (ceil_mode as torch's max_pool2d).
 int64_t window_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil = false);
 
-/// Whether cuDNN's fused convolutions run on `device` for `dtype` (cuDNN enabled and a build that has them): tried
-/// once on a tiny input, its values checked.
-bool cudnn_fused_available(const c10::Device& device, c10::ScalarType dtype);
+/// Whether cuDNN's fused convolutions may run on `device` for `dtype`: a CUDA device, cuDNN enabled, not float64.
+/// Whether they do run is up to cuDNN's engines for each convolution's shape: see cudnn_fused_works.
+bool cudnn_fused_candidate(const c10::Device& device, c10::ScalarType dtype);
+
+/// Whether cuDNN's fused conv + bias + ReLU and conv + bias + add + ReLU both run f (with its weights, dtype, kernel,
+/// stride, padding, dilation and groups: a grouped, 3-channel or 7x7 / 2 convolution may have no fused engine) and
+/// give its values: tried once on a batch-1 channels_last input of f's channels and spatial size `hw` (at least a
+/// 3 x 3 output), checked against at::convolution in float32. False off candidates (cudnn_fused_candidate) and when
+/// either throws (cudnn_frontend's errors are std::exceptions, not only c10::Errors).
+bool cudnn_fused_works(const FoldedConv& f, std::array<int64_t, 2> hw);
 
 }  // namespace sepp::inference

@@ -68,8 +68,10 @@ Block fold_block(
     auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m.downsample->ptr(0));
     auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m.downsample->ptr(1));
     TORCH_CHECK_VALUE(conv && bn, "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d");
+    FoldTarget plain = target;  // the shortcut has no ReLU: it never runs fused, so it is not probed
+    plain.cudnn_fused = false;
     b.downsample = inference::fold_conv_bn(
-        torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn), target,
+        torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn), plain,
         Shape{n, conv->options.in_channels(), in_hw[0], in_hw[1]});
   }
   if (m.se) {
@@ -119,8 +121,8 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   target.dtype = dtype;
   target.onednn =
       device.is_cpu() && onednn.unary.has_value() && (dtype == at::kFloat || (dtype == at::kBFloat16 && onednn.bf16));
-  target.cudnn_fused = inference::cudnn_fused_available(device, dtype);
-  impl->backend = target.onednn ? "onednn" : target.cudnn_fused ? "cudnn" : "aten";
+  // Each convolution is then probed on its own shape when folded (inference::cudnn_fused_works).
+  target.cudnn_fused = inference::cudnn_fused_candidate(device, dtype);
   if (device.is_cuda() && options.cuda_graphs() && inference::cuda_graphs_built()) {
     impl->graphs = std::make_unique<inference::GraphCache>();
   }
@@ -149,6 +151,12 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
       }
     }
   }
+  // "cudnn" when any convolution runs cuDNN's fused kernels.
+  bool cudnn = impl->stem.cudnn_fused;
+  for (const auto& b : impl->blocks) {
+    for (const auto& c : b.convs) cudnn = cudnn || c.cudnn_fused;
+  }
+  impl->backend = target.onednn ? "onednn" : cudnn ? "cudnn" : "aten";
   if (m.options.num_classes() > 0) {
     auto* fc = m.fc.ptr()->as<torch::nn::LinearImpl>();
     TORCH_CHECK_VALUE(fc != nullptr, "optimize_for_inference: expected a Linear classifier");

@@ -35,7 +35,8 @@ class OptimizedResNet(nn.Module):
 
     @property
     def cuda_graphs_captured(self) -> int:
-        """How many CUDA graphs (one per input shape and dtype) have been captured so far."""
+        """How many CUDA graphs (one per input shape and dtype) the model holds now: at most 8, the least recently
+        used dropped first."""
         return self._impl.cuda_graphs_captured
 
     @property

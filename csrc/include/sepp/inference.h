@@ -50,7 +50,8 @@ class SEPP_API OptimizedResNet {
   /// "onednn" (CPU: prepacked oneDNN convolutions with fused post-ops), "cudnn" (CUDA: cuDNN convolutions with fused
   /// bias + ReLU and bias + residual sum + ReLU) or "aten" (folded weights, ATen convolutions).
   std::string backend() const;
-  /// How many CUDA graphs (input shapes) have been captured so far; 0 on the CPU or with cuda_graphs off.
+  /// How many CUDA graphs (input shapes) the model holds now: at most 8, the least recently used shape dropped first
+  /// (and captured again when it comes back); 0 on the CPU or with cuda_graphs off.
   int64_t cuda_graphs_captured() const;
   int64_t num_features() const;
 

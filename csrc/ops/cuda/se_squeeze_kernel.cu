@@ -1,7 +1,7 @@
 // sepp::se_squeeze on CUDA: z[n, c] = mean over H x W of x[n, c], accumulated in float (double for double inputs),
 // on the current stream. Contiguous x: one block per (n, c) plane. Channels_last x: threads along channels (coalesced
-// rows), the pixels split over enough blocks to fill the GPU, partial sums combined by a second small kernel (no
-// atomics: the result does not depend on scheduling).
+// rows), the samples strided over at most 65535 blocks along y (any N), the pixels split over enough blocks to fill
+// the GPU, partial sums combined by a second small kernel (no atomics: the result does not depend on scheduling).
 
 #include "ops/cuda/se_reduce.cuh"
 #include "ops/se_squeeze_common.h"
@@ -37,38 +37,44 @@ __global__ void squeeze_planes_kernel(
   }
 }
 
-constexpr int kChannels = 32;  // threads along C (one warp: a coalesced row segment)
-constexpr int kRows = 8;       // threads along the pixels
+constexpr int kChannels = 32;         // threads along C (one warp: a coalesced row segment)
+constexpr int kRows = 8;              // threads along the pixels
+constexpr int64_t kMaxGridY = 65535;  // CUDA's limit on gridDim.y
 
-// x [N, P, C]; grid (ceil(C / 32), N, splits); block (32, 8). splits == 1: writes z; else partial [splits, N, C].
+// x [N, P, C]; grid (ceil(C / 32), min(N, 65535), splits), samples n = blockIdx.y + k * gridDim.y; block (32, 8).
+// splits == 1: writes z; else partial [splits, N, C].
 template <typename scalar_t, typename out_t>
 __global__ void squeeze_nhwc_kernel(
     const scalar_t* __restrict__ x,
     at::acc_type<scalar_t, true>* __restrict__ partial,
     out_t* __restrict__ z,
+    int64_t samples,
     int64_t c,
     int64_t p,
     int64_t chunk) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/true>;
   __shared__ acc_t shared[kRows][kChannels + 1];
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
-  const int64_t n = blockIdx.y;
   const int64_t p0 = static_cast<int64_t>(blockIdx.z) * chunk;
   const int64_t p1 = p0 + chunk < p ? p0 + chunk : p;
-  acc_t sum = 0;
-  if (ch < c) {
-    for (int64_t k = p0 + threadIdx.y; k < p1; k += kRows) sum += static_cast<acc_t>(x[(n * p + k) * c + ch]);
-  }
-  shared[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    acc_t total = 0;
-    for (int j = 0; j < kRows; ++j) total += shared[j][threadIdx.x];
-    if (gridDim.z == 1) {
-      z[n * c + ch] = static_cast<out_t>(mean_of(total, p));
-    } else {
-      partial[(static_cast<int64_t>(blockIdx.z) * gridDim.y + n) * c + ch] = total;
+  // The loop bounds are the same for the whole block, so every thread reaches each barrier.
+  for (int64_t n = blockIdx.y; n < samples; n += gridDim.y) {
+    acc_t sum = 0;
+    if (ch < c) {
+      for (int64_t k = p0 + threadIdx.y; k < p1; k += kRows) sum += static_cast<acc_t>(x[(n * p + k) * c + ch]);
     }
+    shared[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && ch < c) {
+      acc_t total = 0;
+      for (int j = 0; j < kRows; ++j) total += shared[j][threadIdx.x];
+      if (gridDim.z == 1) {
+        z[n * c + ch] = static_cast<out_t>(mean_of(total, p));
+      } else {
+        partial[(static_cast<int64_t>(blockIdx.z) * samples + n) * c + ch] = total;
+      }
+    }
+    __syncthreads();  // shared is read before the next sample's sums overwrite it
   }
 }
 
@@ -98,7 +104,6 @@ void launch(const at::Tensor& x, at::Tensor& z, bool channels_last) {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  TORCH_CHECK_VALUE(n <= 65535, "sepp::se_squeeze (CUDA kernel): expected a batch of at most 65535, got ", n);
   const int64_t cblocks = (c + kChannels - 1) / kChannels;
   // Enough blocks for ~4 per SM, each still summing at least 32 pixels per thread row.
   int64_t splits = std::max<int64_t>(1, (4 * sms + cblocks * n - 1) / (cblocks * n));
@@ -112,8 +117,10 @@ void launch(const at::Tensor& x, at::Tensor& z, bool channels_last) {
     partial = at::empty({splits, n, c}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     pp = partial.mutable_data_ptr<acc_t>();
   }
-  const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(n), static_cast<unsigned>(splits));
-  squeeze_nhwc_kernel<scalar_t, out_t><<<grid, dim3(kChannels, kRows), 0, stream>>>(xp, pp, zp, c, p, chunk);
+  const dim3 grid(
+      static_cast<unsigned>(cblocks), static_cast<unsigned>(std::min<int64_t>(n, kMaxGridY)),
+      static_cast<unsigned>(splits));
+  squeeze_nhwc_kernel<scalar_t, out_t><<<grid, dim3(kChannels, kRows), 0, stream>>>(xp, pp, zp, n, c, p, chunk);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (splits > 1) {
     const int64_t nc = n * c;
