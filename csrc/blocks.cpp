@@ -1,4 +1,5 @@
 #include <sepp/blocks.h>
+#include <sepp/observe.h>
 #include <sepp/ops.h>
 
 #include "check_input.h"
@@ -36,15 +37,17 @@ SEStrategy parse_se_strategy(const std::string& name) {
 
 namespace {
 
-// The downsample (when the stride or the width changes) and the SE block of a residual block.
+// The SE block, the ReLU after the sum (registered as `act_name`) and the downsample (when the stride or the width
+// changes) of a residual block.
 template <typename Impl>
-void build_shortcut_and_se(Impl& self, const BlockOptions& o, int64_t outplanes) {
+void build_tail(Impl& self, const BlockOptions& o, int64_t outplanes, const char* act_name) {
   self.se = nullptr;
   if (o.se()) {
     auto se_opts = o.se_options();
     se_opts.channels(detail::se_channels(self.se_strategy(), o.inplanes(), outplanes));
     self.se = self.register_module("se", SEBlock(se_opts));
   }
+  self.act_out() = self.register_module(act_name, nn::ReLU(nn::ReLUOptions().inplace(true)));
   self.downsample = nullptr;
   if (o.stride() != 1 || o.inplanes() != outplanes) {
     self.downsample = self.register_module(
@@ -74,22 +77,28 @@ struct EagerBlock {
   Impl& m;
   Branch run_branch;
 
-  torch::Tensor shortcut(const torch::Tensor& x) const { return m.downsample ? m.downsample->forward(x) : x; }
+  torch::Tensor shortcut(const torch::Tensor& x) const { return m.downsample ? call_sequential(m.downsample, x) : x; }
   torch::Tensor branch(const torch::Tensor& x) const { return run_branch(x); }
   torch::Tensor merge(torch::Tensor u, const torch::Tensor& other) const {
     if (m.se && m.options.relu_before_se()) {
-      return (torch::relu(u) + other).relu_();  // relu's backward needs its output: no in-place add on it
+      return call(m.act_out(), torch::relu(u) + other);  // relu's backward needs its output: no in-place add on it
     }
-    return u.add_(other).relu_();  // u is the last BN's output, which its backward does not need
+    return call(m.act_out(), u.add_(other));  // u is the last BN's output, which its backward does not need
   }
-  torch::Tensor merge_se(torch::Tensor u, const torch::Tensor& shortcut) const {
+  torch::Tensor merge_se(torch::Tensor u, c10::function_ref<torch::Tensor()> shortcut) const {
     if (m.options.relu_before_se()) {
       u = torch::relu(u);
     }
+    if (observing() && (is_observed(*m.se) || is_observed(*m.act_out()) || m.se->observed())) {
+      // The SE block and the ReLU as modules of their own, for their observers.
+      torch::Tensor y = call(m.se, u);
+      return call(m.act_out(), y.add_(shortcut()));  // y = U * s, which the product's backward does not need
+    }
     // relu(U * s + identity) in one pass: the SE scale fused with the residual sum and the ReLU.
-    return ops::se_scale(u, m.se->gate(u), shortcut, /*relu=*/true);
+    const torch::Tensor s = m.se->gate(u);
+    return ops::se_scale(u, s, shortcut(), /*relu=*/true);
   }
-  torch::Tensor scale_by_se(const torch::Tensor& t) const { return m.se->forward(t); }
+  torch::Tensor scale_by_se(const torch::Tensor& t) const { return call(m.se, t); }
 };
 
 template <typename Impl, typename Branch>
@@ -112,10 +121,13 @@ void BasicBlockImpl::reset() {
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), p, 3).stride(options.stride()).padding(1).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(p));
+  drop_block = register_module("drop_block", nn::Identity());
+  act1 = register_module("act1", nn::ReLU());
+  aa = register_module("aa", nn::Identity());
   conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(p, p, 3).padding(1).bias(false)));
   bn2 = register_module("bn2", nn::BatchNorm2d(p));
   se_strategy_ = parse_se_strategy(options.se_strategy());
-  build_shortcut_and_se(*this, options, p * expansion);
+  build_tail(*this, options, p * expansion, "act2");
 }
 
 void BasicBlockImpl::pretty_print(std::ostream& stream) const {
@@ -124,8 +136,8 @@ void BasicBlockImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
-    auto out = torch::relu(bn1->forward(conv1->forward(h)));
-    return bn2->forward(conv2->forward(out));
+    auto out = call(aa, call(act1, call(drop_block, call(bn1, call(conv1, h)))));
+    return call(bn2, call(conv2, out));
   });
 }
 
@@ -143,14 +155,18 @@ void BottleneckImpl::reset() {
   const int64_t s3 = options.stride_in_1x1() ? 1 : options.stride();
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), width, 1).stride(s1).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  act1 = register_module("act1", nn::ReLU());
   conv2 = register_module(
       "conv2",
       nn::Conv2d(nn::Conv2dOptions(width, width, 3).stride(s3).padding(1).groups(options.groups()).bias(false)));
   bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  drop_block = register_module("drop_block", nn::Identity());
+  act2 = register_module("act2", nn::ReLU());
+  aa = register_module("aa", nn::Identity());
   conv3 = register_module("conv3", nn::Conv2d(nn::Conv2dOptions(width, outplanes, 1).bias(false)));
   bn3 = register_module("bn3", nn::BatchNorm2d(outplanes));
   se_strategy_ = parse_se_strategy(options.se_strategy());
-  build_shortcut_and_se(*this, options, outplanes);
+  build_tail(*this, options, outplanes, "act3");
 }
 
 void BottleneckImpl::pretty_print(std::ostream& stream) const {
@@ -159,9 +175,9 @@ void BottleneckImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
-    auto out = torch::relu(bn1->forward(conv1->forward(h)));
-    out = torch::relu(bn2->forward(conv2->forward(out)));
-    return bn3->forward(conv3->forward(out));
+    auto out = call(act1, call(bn1, call(conv1, h)));
+    out = call(aa, call(act2, call(drop_block, call(bn2, call(conv2, out)))));
+    return call(bn3, call(conv3, out));
   });
 }
 

@@ -1,3 +1,4 @@
+#include <sepp/observe.h>
 #include <sepp/resnet.h>
 
 #include "check_input.h"
@@ -7,6 +8,9 @@
 #include <torch/nn/modules/linear.h>
 
 #include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <array>
 
 namespace sepp {
 
@@ -37,6 +41,7 @@ void ResNetImpl::reset() {
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  act1 = register_module("act1", nn::ReLU());
   maxpool = register_module(
       "maxpool", nn::MaxPool2d(
                      nn::MaxPool2dOptions(3)
@@ -50,6 +55,10 @@ void ResNetImpl::reset() {
   layer3 = register_module("layer3", make_layer(2, 256, l[2], 2, inplanes));
   layer4 = register_module("layer4", make_layer(3, 512, l[3], 2, inplanes));
   num_features_ = inplanes;
+  nn::Sequential pool;
+  pool->push_back("pool", nn::AdaptiveAvgPool2d(1));
+  pool->push_back("flatten", nn::Flatten(nn::FlattenOptions().start_dim(1)));
+  global_pool = register_module("global_pool", pool);
   make_classifier();
   reset_parameters();
 }
@@ -129,23 +138,47 @@ void ResNetImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor ResNetImpl::forward_stem(const torch::Tensor& x) {
   check_input(x, options.in_chans(), conv1->weight, "ResNet");
-  return maxpool->forward(torch::relu(bn1->forward(conv1->forward(x))));
+  return call(maxpool, call(act1, call(bn1, call(conv1, x))));
 }
 
 torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
   auto h = forward_stem(x);
-  h = layer1->forward(h);
-  h = layer2->forward(h);
-  h = layer3->forward(h);
-  return layer4->forward(h);
+  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
+    h = call_sequential(*layer, h);
+  }
+  return h;
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward_stages(const torch::Tensor& x) {
+  return forward_intermediates(x, {1, 2, 3, 4});
+}
+
+std::vector<torch::Tensor> ResNetImpl::forward_intermediates(
+    const torch::Tensor& x, const std::vector<int64_t>& indices) {
+  TORCH_CHECK_VALUE(!indices.empty(), "ResNet.forward_intermediates: expected at least one index (0..4), got none");
+  std::array<bool, 5> wanted{};
+  for (const int64_t i : indices) {
+    TORCH_CHECK_VALUE(
+        i >= 0 && i <= 4, "ResNet.forward_intermediates: expected indices in 0..4 (act1, layer1..layer4), got ", i);
+    TORCH_CHECK_VALUE(
+        !wanted[i], "ResNet.forward_intermediates: index ", i, " given twice in ", c10::IntArrayRef(indices));
+    wanted[i] = true;
+  }
+  const int64_t last = *std::max_element(indices.begin(), indices.end());
+  check_input(x, options.in_chans(), conv1->weight, "ResNet");
+  std::array<torch::Tensor, 5> features;
+  auto h = call(act1, call(bn1, call(conv1, x)));
+  features[0] = h;
+  h = call(maxpool, h);
+  nn::Sequential* layers[] = {&layer1, &layer2, &layer3, &layer4};
+  for (int64_t i = 1; i <= last; ++i) {
+    h = call_sequential(*layers[i - 1], h);
+    features[i] = h;
+  }
   std::vector<torch::Tensor> out;
-  auto h = forward_stem(x);
-  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
-    h = (*layer)->forward(h);
-    out.push_back(h);
+  out.reserve(indices.size());
+  for (const int64_t i : indices) {
+    out.push_back(features[i]);
   }
   return out;
 }
@@ -154,14 +187,14 @@ torch::Tensor ResNetImpl::forward_head(const torch::Tensor& features, bool pre_l
   TORCH_CHECK_VALUE(
       features.dim() == 4 && features.size(1) == num_features_, "ResNet.forward_head: expected features [N, ",
       num_features_, ", H, W], got shape ", features.sizes());
-  auto h = features.mean({2, 3});
+  auto h = call_sequential(global_pool, features);
   if (options.drop_rate() > 0.0) {
     h = torch::dropout(h, options.drop_rate(), is_training());
   }
   if (pre_logits) {
     return h;
   }
-  return fc.forward(h);
+  return call(*fc.ptr(), h, [&](const torch::Tensor& t) { return fc.forward(t); });
 }
 
 torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {

@@ -1,3 +1,4 @@
+#include <sepp/observe.h>
 #include <sepp/ops.h>
 #include <sepp/se_block.h>
 
@@ -56,7 +57,30 @@ void SEBlockImpl::reset() {
   const int64_t c = options.channels();
   squeeze_ = parse_se_squeeze(options.squeeze());
   fc1 = register_module("fc1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, rd, 1).bias(options.bias())));
+  bn = register_module("bn", torch::nn::Identity());
+  act = register_module("act", torch::nn::ReLU());
   fc2 = register_module("fc2", torch::nn::Conv2d(torch::nn::Conv2dOptions(rd, c, 1).bias(options.bias())));
+  if (options.gate() == "sigmoid") {
+    gate_layer = torch::nn::AnyModule(torch::nn::Sigmoid());
+  } else if (options.gate() == "hard_sigmoid") {
+    gate_layer = torch::nn::AnyModule(HardSigmoid());
+  } else {
+    gate_layer = torch::nn::AnyModule(torch::nn::Tanh());
+  }
+  register_module("gate", gate_layer.ptr());
+}
+
+torch::Tensor HardSigmoidImpl::forward(const torch::Tensor& x) {
+  // The definition rather than at::hardsigmoid, whose backward scales by a float32 1/6 (3e-8 off in float64).
+  return torch::clamp(x + 3.0, 0.0, 6.0) / 6.0;
+}
+
+bool SEBlockImpl::observed() const {
+  if (!observing()) {
+    return false;
+  }
+  return is_observed(*fc1) || is_observed(*bn) || is_observed(*act) || is_observed(*fc2) ||
+         is_observed(*gate_layer.ptr());
 }
 
 void SEBlockImpl::reset_parameters() {
@@ -100,6 +124,13 @@ void check_input(const torch::Tensor& x, int64_t channels, const torch::Tensor& 
 
 torch::Tensor SEBlockImpl::excite(const torch::Tensor& z) {
   const int64_t n = z.size(0);
+  if (observed()) {
+    // The children in turn, each an observation point, as timm's SEModule runs them.
+    torch::Tensor h = call(fc1, z.reshape({n, options.channels(), 1, 1}));
+    h = call(act, call(bn, h));
+    h = call(fc2, h);
+    return call(*gate_layer.ptr(), h, [&](const torch::Tensor& t) { return gate_layer.forward(t); });
+  }
   // The FCs act on a [N, C] vector: the 1x1 kernels viewed as [out, in] matrices, FC-ReLU-FC-gate in one operator.
   using ops::detail::defined_or_nullopt;
   const auto s = ops::se_excite(

@@ -46,7 +46,11 @@ def fake_hub_repo(cache, repo, model, arch):
 SCRIPT = textwrap.dedent("""
     import sys, torch, sepp
     name, repo, out = sys.argv[1:4]
-    kwargs = {"num_classes": int(sys.argv[4])} if len(sys.argv) > 4 else {}
+    kwargs = {}
+    if len(sys.argv) > 4 and sys.argv[4] == "features":
+        kwargs = {"out_indices": (1, 4), "features_only": True}
+    elif len(sys.argv) > 4:
+        kwargs = {"num_classes": int(sys.argv[4])}
     m = getattr(sepp, name)(pretrained=repo, **kwargs).eval()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -97,6 +101,24 @@ def test_pretrained_with_another_num_classes_gets_a_fresh_head(tmp_path):
     proc = run_offline(tmp_path, "se_resnet50", repo, str(tmp_path / "out.pt"), "7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(tmp_path / "out.pt", weights_only=True)["y"].shape == (2, 7)
+
+
+def test_pretrained_backbone_holds_the_checkpoints_weights_without_its_classifier(tmp_path):
+    timm = pytest.importorskip("timm")
+    repo = "timm/seresnet50.a1_in1k"
+    source = randomize_(timm.create_model("seresnet50", pretrained=False)).eval()
+    fake_hub_repo(tmp_path / "hub", repo, source, "seresnet50")
+    proc = run_offline(tmp_path, "se_resnet50", repo, str(tmp_path / "out.pt"), "features")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=True)["y"]
+    backbone = timm.create_model("seresnet50", pretrained=False, features_only=True, out_indices=(1, 4)).eval()
+    backbone.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("fc.")})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = backbone(torch.randn(2, 3, 64, 64))
+    assert len(got) == 2
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
 
 
 def test_offline_without_the_files_is_a_clear_error(tmp_path):

@@ -188,14 +188,14 @@ def test_repr_shows_the_structure_and_options_are_attributes(small):
     assert m.num_classes == 1000 and m.layers == (3, 4, 6, 3) and m.block == "bottleneck"
     assert m.se == (True, True, True, True) and m.reduction == 16 and m.squeeze == "avg"
     se = m.layer1[0].se
-    assert isinstance(se, sepp.SEBlock) and se.channels == 256 and callable(se.gate)  # method, not option
+    assert isinstance(se, sepp.SEBlock) and se.channels == 256 and callable(se.excitation)  # method, not option
     # ... and the method computes the excitation: the pure-Python reference's, in float64, with the same weights.
     randomize_(se.double())
     r = ref.SEBlock(256).double()
     r.load_state_dict(se.state_dict())
     x = torch.randn(2, 256, 5, 7, dtype=torch.float64)
     with torch.no_grad():
-        gate, expected = se.gate(x), r.gate(x)
+        gate, expected = se.excitation(x), r.excitation(x)
     assert gate.shape == (2, 256, 1, 1) == expected.shape and gate.dtype == torch.float64
     assert rel_err(gate, expected) < 1e-10
     assert m.layer1[0].planes == 64 and len(m.layer3) == 6
@@ -232,8 +232,10 @@ def test_python_side_structure_changes_are_refused(small):
     m = sepp.ResNet(**small)
     with pytest.raises(TypeError, match="C\\+\\+ modules"):
         m.fc = nn.Linear(512, 2)
-    with pytest.raises(TypeError, match="C\\+\\+ modules"):
-        m.conv1.weight = nn.Parameter(torch.zeros(64, 3, 7, 7))
+    # conv1 is a genuine nn.Conv2d, which takes the new parameter; the next forward refuses to ignore it.
+    m.conv1.weight = nn.Parameter(torch.zeros(64, 3, 7, 7))
+    with pytest.raises(TypeError, match="conv1.weight was replaced from Python"):
+        m(torch.randn(1, 3, 32, 32))
     m.note = "plain attributes are fine"
     assert m.note == "plain attributes are fine"
 

@@ -421,8 +421,10 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     assert (state["world_size"], state["global_batch"], state["epoch_samples"], state["step"]) == (1, 8, 32, 4)
     a, b = (load_file(str(step_dir(r, 4) / "model.safetensors")) for r in (run, source))
     params = {name for name, _ in sepp.se_resnet18(num_classes=3).named_parameters()}
+    # float32 sums in another order: 1e-7 per sum, grown by the steps and by small tensors (a BN bias starts at 0 and
+    # holds only its updates; one measured 5.5e-6). A wrong batch or a lost accumulation step is off by far more.
     for k in params:
-        assert rel_err(a[k], b[k]) <= 1e-6, (k, rel_err(a[k], b[k]))
+        assert rel_err(a[k], b[k]) <= 3e-5, (k, rel_err(a[k], b[k]))
     assert not all(torch.equal(a[k], load_file(str(step_dir(source, 2) / "model.safetensors"))[k]) for k in params)
 
 

@@ -55,7 +55,8 @@ Tensor Block::merge(const Tensor& h, const Tensor& other) const {
   return relu_before_se ? last.run(h, true).add_(other).relu_() : last.run_add_relu(h, other);
 }
 
-Tensor Block::merge_se(const Tensor& h, const Tensor& idn) const {
+Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) const {
+  const Tensor idn = shortcut();
   const FoldedConv& last = convs.back();
   switch (tail) {
     case SETail::SqueezeFirst: {

@@ -12,6 +12,8 @@
 
 #include <torch/nn/options/pooling.h>
 
+#include <c10/util/FunctionRef.h>
+
 #include <memory>
 #include <optional>
 #include <vector>
@@ -63,7 +65,7 @@ struct Block {
   at::Tensor shortcut(const at::Tensor& x) const;
   at::Tensor branch(const at::Tensor& x) const;
   at::Tensor merge(const at::Tensor& h, const at::Tensor& other) const;
-  at::Tensor merge_se(const at::Tensor& h, const at::Tensor& shortcut) const;
+  at::Tensor merge_se(const at::Tensor& h, c10::function_ref<at::Tensor()> shortcut) const;
   at::Tensor scale_by_se(const at::Tensor& t) const { return se->apply(t); }
 };
 

@@ -3,6 +3,7 @@
 
 #include <sepp/sepp.h>
 
+#include "observe_binding.h"
 #include "options_binding.h"
 
 #include <torch/nn/modules/batchnorm.h>
@@ -33,12 +34,18 @@ std::string pretty(const Module& m) {
 
 // forward() of the C++ modules a sepp model is made of, for submodules that have no class of their own in Python.
 torch::Tensor forward_any(Module& m, const torch::Tensor& x) {
-  if (auto* s = m.as<torch::nn::Sequential>()) return s->forward(x);
+  if (auto* s = m.as<torch::nn::Sequential>()) return sepp::sequential_forward(*s, x);  // children observed
   if (auto* c = m.as<torch::nn::Conv2d>()) return c->forward(x);
   if (auto* b = m.as<torch::nn::BatchNorm2d>()) return b->forward(x);
   if (auto* l = m.as<torch::nn::Linear>()) return l->forward(x);
   if (auto* p = m.as<torch::nn::MaxPool2d>()) return p->forward(x);
+  if (auto* p = m.as<torch::nn::AdaptiveAvgPool2d>()) return p->forward(x);
+  if (auto* r = m.as<torch::nn::ReLU>()) return r->forward(x);
+  if (auto* f = m.as<torch::nn::Flatten>()) return f->forward(x);
   if (auto* i = m.as<torch::nn::Identity>()) return i->forward(x);
+  if (auto* g = m.as<torch::nn::Sigmoid>()) return g->forward(x);
+  if (auto* g = m.as<torch::nn::Tanh>()) return g->forward(x);
+  if (auto* g = m.as<sepp::HardSigmoid>()) return g->forward(x);
   if (auto* se = m.as<sepp::SEBlock>()) return se->forward(x);
   if (auto* bb = m.as<sepp::BasicBlock>()) return bb->forward(x);
   if (auto* bt = m.as<sepp::Bottleneck>()) return bt->forward(x);
@@ -87,6 +94,8 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  sepp::python::bind_observe(m);
+
   bind_module<sepp::SEBlockImpl>(m, "SEBlock", sepp::SEBlockOptions())
       .def("forward", &sepp::SEBlockImpl::forward, kNoGil)
       .def("gate", &sepp::SEBlockImpl::gate, kNoGil);
@@ -100,6 +109,7 @@ PYBIND11_MODULE(_C, m) {
       .def("forward_features", &sepp::ResNetImpl::forward_features, kNoGil)
       .def("forward_head", &sepp::ResNetImpl::forward_head, py::arg("x"), py::arg("pre_logits") = false, kNoGil)
       .def("forward_stages", &sepp::ResNetImpl::forward_stages, kNoGil)
+      .def("forward_intermediates", &sepp::ResNetImpl::forward_intermediates, py::arg("x"), py::arg("indices"), kNoGil)
       .def("reset_classifier", &sepp::ResNetImpl::reset_classifier, py::arg("num_classes"))
       .def("reset_parameters", &sepp::ResNetImpl::reset_parameters)
       .def_property_readonly("num_features", &sepp::ResNetImpl::num_features)

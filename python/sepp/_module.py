@@ -6,6 +6,11 @@ each wrapped the same way. So everything ``torch.nn.Module`` builds on those dic
 (``parameters()``, ``state_dict()``, ``load_state_dict()``, optimizers, DDP, hooks on parameters), while ``forward``
 runs in C++.
 
+The leaves (convolutions, batch norms, the classifier, activations, pools) are mirrored as genuine ``torch.nn``
+modules of their class (``type(m.conv1) is nn.Conv2d``, with its attributes), holding the C++ module's tensors. Tools
+that dispatch on the module type (FLOP counters, summaries) treat them as they treat timm's. Hooks on any submodule
+fire as in torch.nn while the computation stays in C++ (see :mod:`sepp._hooks`).
+
 What must reach C++ is routed there: ``train()``/``eval()`` (the ``training`` flag lives in C++), device / dtype /
 memory-format moves (done in place on the shared tensors, so C++ sees them), ``copy.deepcopy`` (C++ ``clone()``).
 Replacing a submodule or a parameter object from Python would leave C++ computing with the old one, so it raises.
@@ -14,14 +19,16 @@ Replacing a submodule or a parameter object from Python would leave C++ computin
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import types
 from collections import OrderedDict
 from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Union
 
 import torch
 from torch import nn
 
-from . import _C
+from . import _C, _hooks
 
 _CppBase = torch._C.cpp.nn.Module
 
@@ -29,12 +36,78 @@ _CppBase = torch._C.cpp.nn.Module
 _WRAPPERS: Dict[type, type] = {}
 
 
-def wrap(cpp: Any) -> "CppModule":
-    """The Python module for a C++ module: its registered class, else a plain :class:`CppModule`."""
+_LEAVES: Dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.Linear,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.AdaptiveAvgPool2d,
+        nn.Flatten,
+        nn.Identity,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Hardsigmoid,
+    )
+}
+
+
+def wrap(cpp: Any) -> nn.Module:
+    """The Python module for a C++ module: a torch.nn leaf, its registered class, else a plain :class:`CppModule`."""
+    spec = _C.leaf_spec(cpp)
+    if spec is not None:
+        return _leaf(cpp, *spec)
     cls = _WRAPPERS.get(type(cpp)) or (CppSequential if _cpp_name(cpp) == "Sequential" else CppModule)
     obj = cls.__new__(cls)
     CppModule._attach(obj, cpp)
     return obj
+
+
+def _leaf(cpp: Any, name: str, kwargs: Dict[str, Any]) -> nn.Module:
+    """A genuine torch.nn module of class ``name`` holding the C++ module's parameters and buffers."""
+    cls = _LEAVES[name]
+    if name in ("Conv2d", "Linear", "BatchNorm2d"):
+        kwargs = {**kwargs, "device": "meta"}  # placeholders, replaced by the C++ tensors below
+    leaf = cls(**kwargs)
+    params = dict(cpp.named_parameters(False).items())
+    buffers = dict(cpp.named_buffers(False).items())
+    for key in list(leaf._parameters):
+        t = params.get(key)
+        if t is not None:
+            t._is_param = True
+        leaf._parameters[key] = t
+    for key in list(leaf._buffers):
+        leaf._buffers[key] = buffers.get(key)
+    d = leaf.__dict__
+    d["_sepp_cpp"] = cpp
+    d["training"] = bool(cpp.training)
+    d["forward"] = types.MethodType(_hooks.leaf_forward, leaf)
+    d["train"] = types.MethodType(_leaf_train, leaf)
+    return leaf
+
+
+def _leaf_train(leaf: nn.Module, mode: bool = True) -> nn.Module:
+    nn.Module.train(leaf, mode)
+    leaf.__dict__["_sepp_cpp"].train(mode)
+    return leaf
+
+
+def _apply_in_place(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """``fn`` (a move, a cast) applied to the module's own tensors in place: the same tensor objects, so C++ and
+    optimizers keep them, with new data."""
+    with torch.no_grad():
+        for t in itertools.chain(module._parameters.values(), module._buffers.values()):
+            if t is None:
+                continue
+            moved = fn(t)
+            if moved is not t:
+                t.data = moved.data if isinstance(moved, torch.Tensor) else moved
+            if t.grad is not None:
+                g = fn(t.grad)
+                if g is not t.grad:
+                    t.grad = g
 
 
 def _cpp_name(cpp: Any) -> str:
@@ -78,16 +151,28 @@ class CppModule(nn.Module):
             t._is_param = True  # isinstance(t, nn.Parameter) holds, and t stays the tensor C++ computes with
             params[name] = t
         buffers: "OrderedDict[str, torch.Tensor]" = OrderedDict(cpp.named_buffers(False).items())
-        old = self.__dict__.get("_modules") or {}
+        d = self.__dict__
+        own = d.get("_buffers") or {}
+        python_buffers = {n for n in d.get("_sepp_python_buffers", ()) if n in own}  # tools may pop theirs
+        for name in sorted(python_buffers):
+            buffers[name] = d["_buffers"][name]
+        old = d.get("_modules") or {}
         children: "OrderedDict[str, nn.Module]" = OrderedDict()
+        changed = False
         for name, child in cpp.named_children().items():
             prev = old.get(name)
-            children[name] = prev if isinstance(prev, CppModule) and prev._cpp is child else wrap(child)
-        d = self.__dict__
+            if prev is not None and _hooks.cpp_of(prev) is child:
+                children[name] = prev
+            else:
+                children[name] = wrap(child)
+                changed = True
         d["_parameters"] = params
         d["_buffers"] = buffers
         d["_modules"] = children
-        d["_non_persistent_buffers_set"] = set()
+        d["_non_persistent_buffers_set"] = d.get("_sepp_non_persistent", set()) & python_buffers
+        d["_sepp_python_buffers"] = python_buffers
+        if changed or set(old) != set(children):
+            _hooks.structure_changed()
 
     # ------------------------------------------------------------------ training flag lives in C++
     @property
@@ -103,36 +188,30 @@ class CppModule(nn.Module):
         if not isinstance(mode, bool):
             raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
         self._cpp.train(mode)  # recursive in C++
-        for m in self.children():  # Python-only modules (none today) would need the call too
+        for m in self.modules():  # the torch.nn leaves' own flags
             if not isinstance(m, CppModule):
-                m.train(mode)
+                m.__dict__["training"] = mode
         return self
 
     # ------------------------------------------------------------------ moves happen in place
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "CppModule":
         if recurse:
             for m in self.children():
-                m._apply(fn)
-        with torch.no_grad():
-            for t in itertools.chain(self._parameters.values(), self._buffers.values()):
-                if t is None:
-                    continue
-                moved = fn(t)
-                if moved is not t:
-                    # Same tensor object (so C++ and optimizers keep it), new data.
-                    t.data = moved.data if isinstance(moved, torch.Tensor) else moved
-                if t.grad is not None:
-                    g = fn(t.grad)
-                    if g is not t.grad:
-                        t.grad = g
+                if isinstance(m, CppModule):
+                    m._apply(fn)
+                else:
+                    _apply_in_place(m, fn)
+        _apply_in_place(self, fn)
         return self
 
     # ------------------------------------------------------------------ structure is owned by C++
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
         if d.get("_sepp_ready") and name not in type(self).__dict__ and name != "training":
+            python_buffer = name in d.get("_sepp_python_buffers", ())
             if isinstance(value, nn.Module) or (
                 isinstance(value, torch.Tensor)
+                and not python_buffer
                 and (name in d.get("_parameters", {}) or name in d.get("_buffers", {}) or name in d.get("_modules", {}))
             ):
                 raise TypeError(
@@ -148,8 +227,21 @@ class CppModule(nn.Module):
         super().register_parameter(name, param)
 
     def register_buffer(self, name: str, tensor: Optional[torch.Tensor], persistent: bool = True) -> None:
-        if self.__dict__.get("_sepp_ready"):
-            raise TypeError(f"{self._get_name()}: cannot register a buffer from Python on a C++ module")
+        """A buffer of the Python module only (the C++ forward never reads it), as tools keep per-module counters
+        (thop's ``total_ops``). The C++ module's own buffers cannot be replaced."""
+        d = self.__dict__
+        if d.get("_sepp_ready"):
+            cpp = self._cpp
+            cpp_names = set(cpp.named_buffers(False).keys()) | set(cpp.named_parameters(False).keys())
+            cpp_names |= set(cpp.named_children().keys())
+            if name in cpp_names:
+                raise TypeError(
+                    f"{self._get_name()}: {name!r} belongs to the C++ module; change it in place instead of "
+                    f"registering a new one"
+                )
+            d.setdefault("_sepp_python_buffers", set()).add(name)
+            if not persistent:
+                d.setdefault("_sepp_non_persistent", set()).add(name)
         super().register_buffer(name, tensor, persistent)
 
     def add_module(self, name: str, module: Optional[nn.Module]) -> None:
@@ -171,7 +263,20 @@ class CppModule(nn.Module):
 
     # ------------------------------------------------------------------ forward, repr, copies
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _C.forward(self._cpp, x)
+        return self._sepp_forward(functools.partial(_C.forward, self._cpp), x)
+
+    def _sepp_forward(self, fn: Callable[..., Any], x: torch.Tensor, *rest: Any) -> Any:
+        """Runs a C++ forward: the pending C++ continuation when C++ is calling this module for its hooks, else
+        ``fn(x, *rest)`` once the hook marks of the submodules are up to date."""
+        continuation = _hooks.take_pending(self)
+        if continuation is not None:
+            return continuation(x)
+        return self._sepp_run(fn, x, *rest)
+
+    def _sepp_run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, a call into C++, once the hook marks of the submodules are up to date."""
+        _hooks.sync(self)
+        return fn(*args)
 
     def _get_name(self) -> str:
         return type(self).__name__ if type(self)._cpp_type is not None else _cpp_name(self._cpp)
@@ -182,15 +287,28 @@ class CppModule(nn.Module):
         return text[start + 1 : end] if 0 <= start < end else ""
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "CppModule":
-        new = wrap(self._cpp.clone())  # C++ clone(): new parameters and buffers with the same values
+        new = type(self).__new__(type(self))
+        CppModule._attach(new, self._cpp.clone())  # C++ clone(): new parameters and buffers with the same values
         memo[id(self)] = new
+        for name, (src, dst) in self._sepp_python_buffer_pairs(new):
+            dst.register_buffer(
+                name, copy.deepcopy(src._buffers[name], memo), name not in src.__dict__.get("_sepp_non_persistent", ())
+            )
         # Python-side extras (e.g. a pretrained config) are copied too; nn.Module's own state is already there.
         for key, value in self.__dict__.items():
-            if key not in new.__dict__:
+            if key not in new.__dict__ and key != "_sepp_hook_cache":
                 new.__dict__[key] = copy.deepcopy(value, memo)
         for (_, p), (_, q) in zip(self.named_parameters(), new.named_parameters()):
             q.requires_grad_(p.requires_grad)
         return new
+
+    def _sepp_python_buffer_pairs(self, new: "CppModule") -> Iterator[Any]:
+        """(name, (module, its copy)) for each Python-only buffer in this module and its C++ descendants."""
+        for (_, src), (_, dst) in zip(self.named_modules(), new.named_modules()):
+            if isinstance(src, CppModule):
+                for name in sorted(src.__dict__.get("_sepp_python_buffers", ())):
+                    if name in src._buffers:
+                        yield name, (src, dst)
 
     def __reduce_ex__(self, protocol: int) -> Any:
         raise TypeError(
@@ -220,7 +338,7 @@ class TypedCppModule(CppModule):
 
     def __reduce_ex__(self, protocol: int) -> Any:
         state = OrderedDict((k, v.detach()) for k, v in self.state_dict().items())
-        return (_restore, (type(self), dict(self._cpp.options), state, self.training))
+        return (_restore, (type(self), dict(self.options), state, self.training))
 
 
 def _restore(cls: type, options: Dict[str, Any], state: "OrderedDict[str, torch.Tensor]", training: bool) -> Any:

@@ -13,7 +13,7 @@ import json
 from typing import Any, Dict
 
 from .convert import create_from_checkpoint
-from .models import ResNet
+from .models import ResNet, create_model
 from .weights import load_tensors
 
 __all__ = ["load_pretrained", "PUBLISHED"]
@@ -60,10 +60,18 @@ def load_pretrained(name: str, tag: str, **overrides: Any) -> ResNet:
     arch = str(config.get("architecture") or repo.split("/")[1].split(".")[0])
     layout = "timm_legacy" if arch.startswith("legacy_") else "timm"
     tensors = load_tensors(_download(repo, "model.safetensors"))
+    features_only = overrides.pop("features_only", False)
+    out_indices = overrides.pop("out_indices", None)
     num_classes = overrides.pop("num_classes", None)
     model = create_from_checkpoint(name, tensors, layout, **overrides)
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
+    if features_only:
+        # The backbone of the loaded model: everything but the classifier.
+        backbone = create_model(name, features_only=True, out_indices=out_indices, **overrides)
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+        backbone.load_state_dict(state)
+        model = backbone
     cfg = config.get("pretrained_cfg", {})
     model.pretrained_cfg = {**{k: cfg[k] for k in _CFG_KEYS if k in cfg}, "hf_hub_id": repo, "architecture": arch}
     return model

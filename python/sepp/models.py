@@ -8,7 +8,7 @@ readable as attributes (``m.num_classes``, ``m.layers``, ``se.reduction``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -48,22 +48,24 @@ class _OptionsModule(TypedCppModule):
         return dict(self._cpp.options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._cpp.forward(x)
+        return self._sepp_forward(self._cpp.forward, x)
 
 
 @_bind_options
 class SEBlock(_OptionsModule):
-    """Squeeze-and-Excitation block: ``y = x * gate(fc2(relu(fc1(squeeze(x)))))`` per sample and channel."""
+    """Squeeze-and-Excitation block: ``y = x * gate(fc2(act(bn(fc1(squeeze(x))))))`` per sample and channel.
+
+    Its children are timm's SEModule's: ``fc1``, ``bn`` (an identity), ``act`` (ReLU), ``fc2``, ``gate``."""
 
     _cpp_type = _C.SEBlock
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] -> x scaled per channel by its excitation, same shape."""
-        return self._cpp.forward(x)
+        return self._sepp_forward(self._cpp.forward, x)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
+    def excitation(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation s [N, C, 1, 1] of x [N, C, H, W]."""
-        return self._cpp.gate(x)
+        return self._sepp_run(self._cpp.gate, x)
 
 
 @_bind_options
@@ -94,23 +96,28 @@ class ResNet(_OptionsModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_chans, H, W] -> logits [N, num_classes]."""
-        return self._cpp.forward(x)
+        return self._sepp_forward(self._cpp.forward, x)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem (conv1, bn1, ReLU, max pool): [N, in_chans, H, W] -> [N, 64, H/4, W/4]."""
-        return self._cpp.forward_stem(x)
+        return self._sepp_run(self._cpp.forward_stem, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32]."""
-        return self._cpp.forward_features(x)
+        return self._sepp_run(self._cpp.forward_features, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, dropout, classifier; ``pre_logits`` stops before the classifier."""
-        return self._cpp.forward_head(x, pre_logits)
+        return self._sepp_run(self._cpp.forward_head, x, pre_logits)
 
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The four stage outputs (strides 4, 8, 16, 32), for detection and segmentation backbones."""
-        return self._cpp.forward_stages(x)
+        return self._sepp_run(self._cpp.forward_stages, x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] = (0, 1, 2, 3, 4)) -> List[torch.Tensor]:
+        """timm's feature maps by index (0 = the stem's ``act1``, stride 2; 1..4 = ``layer1``..``layer4``), in the
+        order asked for; the forward stops after the deepest one."""
+        return self._sepp_run(self._cpp.forward_intermediates, x, _indices(indices))
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier with ``num_classes`` outputs (0 = none), on the model's device."""
@@ -128,17 +135,42 @@ class ResNet(_OptionsModule):
         return tuple(self._cpp.stage_channels)
 
 
+def _indices(indices: Sequence[int]) -> List[int]:
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise TypeError(f"expected a sequence of feature indices (ints in 0..4), got {type(indices).__name__}")
+    out = list(indices)
+    for i in out:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"expected feature indices as ints in 0..4, got {i!r} ({type(i).__name__})")
+    return out
+
+
 def model_names() -> List[str]:
     """Names accepted by :func:`create_model` (each also a function of this package)."""
     return list(_C.model_names())
 
 
-def create_model(name: str, **overrides: Any) -> ResNet:
+def create_model(
+    name: str, features_only: bool = False, out_indices: Optional[Sequence[int]] = None, **overrides: Any
+) -> ResNet:
     """A freshly initialised model from the factory table, with keyword overrides of its :class:`ResNet` options
-    (e.g. ``num_classes=10``, ``rd_divisor=8``, ``drop_rate=0.2``)."""
+    (e.g. ``num_classes=10``, ``rd_divisor=8``, ``drop_rate=0.2``).
+
+    ``features_only=True`` gives the backbone (:class:`sepp.features.ResNetFeatures`): its forward returns the
+    feature maps ``out_indices`` (timm's: 0 = ``act1``, 1..4 = ``layer1``..``layer4``; all five by default), described
+    by ``model.feature_info``."""
     config = dict(_C.model_config(name))
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise TypeError(f"create_model({name!r}): unknown option(s) {unknown}; expected some of {sorted(config)}")
     config.update(overrides)
+    if not isinstance(features_only, bool):
+        raise TypeError(f"create_model({name!r}): expected features_only to be a bool, got {features_only!r}")
+    if features_only:
+        from .features import DEFAULT_OUT_INDICES, ResNetFeatures
+
+        config["num_classes"] = overrides.get("num_classes", 0)
+        return ResNetFeatures(**config, out_indices=DEFAULT_OUT_INDICES if out_indices is None else out_indices)
+    if out_indices is not None:
+        raise TypeError(f"create_model({name!r}): out_indices needs features_only=True")
     return ResNet(**config)

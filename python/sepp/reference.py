@@ -82,7 +82,7 @@ class SEBlock(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd, 1, bias=bias)
         self.fc2 = nn.Conv2d(rd, channels, 1, bias=bias)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
+    def excitation(self, x: torch.Tensor) -> torch.Tensor:
         if self.squeeze == "avg":
             z = x.mean((2, 3), keepdim=True)
         elif self.squeeze == "max":
@@ -99,7 +99,7 @@ class SEBlock(nn.Module):
         return torch.tanh(s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        return x * self.excitation(x)
 
 
 class _Block(nn.Module):
@@ -320,8 +320,11 @@ class ResNet(nn.Module):
                 if isinstance(m, _Block):
                     nn.init.zeros_(m.last_bn().weight)
 
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(F.relu(self.bn1(self.conv1(x))))
+
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.forward_stem(x)
         out = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 namespace {
@@ -182,4 +183,46 @@ TEST(OptimizeForInference, MatchesEagerAndChecksInput) {
   EXPECT_THROW(o.forward(torch::randn({1, 4, 96, 96})), c10::ValueError);
   EXPECT_THROW(o.forward(torch::randn({1, 3, 96, 96}, torch::kDouble)), c10::TypeError);
   EXPECT_THROW(sepp::optimize_for_inference(m, sepp::InferenceOptions().dtype(torch::kHalf)), c10::TypeError);
+}
+
+TEST(Observe, AMarkedChildIsHandedToTheObserverInTimmsOrderAndItsOutputIsUsed) {
+  torch::manual_seed(0);
+  auto m = small_model();
+  m->eval();
+  torch::NoGradGuard ng;
+  for (auto& p : m->named_parameters())
+    if (p.value().dim() == 1) p.value().uniform_(0.5, 1.0);  // BN scales (zero-initialised last ones too)
+  const auto x = torch::randn({2, 3, 32, 32});
+  const auto plain = m->forward(x);
+
+  auto& block = *m->layer2->ptr<sepp::BasicBlockImpl>(0);
+  std::vector<std::string> seen;
+  std::map<const torch::nn::Module*, std::string> names;
+  for (const auto& item : m->named_modules("", /*include_self=*/false)) names[item.value().get()] = item.key();
+  sepp::set_observer([&](const torch::nn::Module& mod, const torch::Tensor& in, sepp::Continuation compute) {
+    seen.push_back(names.at(&mod));
+    return compute(in);
+  });
+  const std::vector<const torch::nn::Module*> marked = {
+      block.se->fc1.get(), block.conv1.get(), block.se.get(), block.downsample.get(), block.act2.get()};
+  for (const auto* mod : marked) sepp::observe(*mod, true);
+  EXPECT_TRUE(sepp::is_observed(*block.conv1));
+  // Observed, the SE block runs unfused; the answer is the same up to rounding.
+  EXPECT_TRUE(torch::allclose(m->forward(x), plain, 1e-5, 1e-6));
+  // timm's order: the branch, its SE block (and inside it fc1), the shortcut, the ReLU after the sum.
+  const std::vector<std::string> expected = {
+      "layer2.0.conv1", "layer2.0.se", "layer2.0.se.fc1", "layer2.0.downsample", "layer2.0.act2"};
+  EXPECT_EQ(seen, expected);
+
+  // The observer's output is what the caller continues with.
+  sepp::set_observer([&](const torch::nn::Module& mod, const torch::Tensor& in, sepp::Continuation compute) {
+    auto out = compute(in);
+    return &mod == block.se.get() ? torch::zeros_like(out) : out;
+  });
+  EXPECT_FALSE(torch::allclose(m->forward(x), plain, 1e-3, 1e-3));
+
+  for (const auto* mod : marked) sepp::observe(*mod, false);
+  sepp::set_observer({});
+  EXPECT_FALSE(sepp::observing());
+  EXPECT_TRUE(torch::equal(m->forward(x), plain));  // unmarked: the fused forward again
 }

@@ -4,9 +4,11 @@
 #include <sepp/se_block.h>
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -73,11 +75,18 @@ class SEPP_API BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   torch::nn::BatchNorm2d& last_bn() { return bn2; }
 
   BlockOptions options;
+  // Children in timm's order: conv1, bn1, drop_block, act1, aa, conv2, bn2, se, act2, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  /// Identities, where timm has DropBlock and anti-aliasing (both off in the SE-ResNets).
+  torch::nn::Identity drop_block{nullptr}, aa{nullptr};
+  /// act2 (in place) follows the sum.
+  torch::nn::ReLU act1{nullptr}, act2{nullptr};
   /// 1x1 convolution + BN when the stride or the width changes, else empty (the identity).
   torch::nn::Sequential downsample{nullptr};
   SEBlock se{nullptr};
+  /// The ReLU after the sum.
+  torch::nn::ReLU& act_out() { return act2; }
   /// The options' se_strategy, parsed when the block is built.
   SEStrategy se_strategy() const { return se_strategy_; }
 
@@ -99,10 +108,15 @@ class SEPP_API BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
   torch::nn::BatchNorm2d& last_bn() { return bn3; }
 
   BlockOptions options;
+  // Children in timm's order: conv1, bn1, act1, conv2, bn2, drop_block, act2, aa, conv3, bn3, se, act3, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Identity drop_block{nullptr}, aa{nullptr};
+  /// act3 (in place) follows the sum.
+  torch::nn::ReLU act1{nullptr}, act2{nullptr}, act3{nullptr};
   torch::nn::Sequential downsample{nullptr};
   SEBlock se{nullptr};
+  torch::nn::ReLU& act_out() { return act3; }
   /// The options' se_strategy, parsed when the block is built.
   SEStrategy se_strategy() const { return se_strategy_; }
 

@@ -5,6 +5,7 @@
 #include <sepp/se_block.h>
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -94,6 +95,9 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
   /// The outputs of the four stages (strides 4, 8, 16, 32), for detection / segmentation backbones.
   std::vector<torch::Tensor> forward_stages(const torch::Tensor& x);
+  /// timm's feature maps by index: 0 = the stem's ReLU (act1, stride 2), 1..4 = layer1..layer4 (strides 4 to 32),
+  /// in the order of `indices` (each in 0..4, no repeats); stops after the deepest one asked for.
+  std::vector<torch::Tensor> forward_intermediates(const torch::Tensor& x, const std::vector<int64_t>& indices);
   /// Replaces the classifier with a freshly initialised one of `num_classes` outputs (0 = none).
   void reset_classifier(int64_t num_classes);
 
@@ -103,10 +107,14 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   std::vector<int64_t> stage_channels() const;
 
   ResNetOptions options;
+  // Children in timm's order: conv1, bn1, act1, maxpool, layer1..layer4, global_pool, fc.
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::ReLU act1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  /// pool (global average, to 1x1) and flatten, as timm's SelectAdaptivePool2d.
+  torch::nn::Sequential global_pool{nullptr};
   /// torch::nn::Linear, or torch::nn::Identity when num_classes == 0.
   torch::nn::AnyModule fc;
 

@@ -4,7 +4,10 @@
 #include <sepp/options.h>
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -61,7 +64,19 @@ enum class SESqueeze { Avg, Max, AvgMax };
 /// Parses "avg", "max", "avgmax"; throws c10::ValueError otherwise.
 SEPP_API SESqueeze parse_se_squeeze(const std::string& name);
 
+/// relu6(x + 3) / 6, the hard sigmoid gate (timm's, and torch.nn.Hardsigmoid's definition).
+class SEPP_API HardSigmoidImpl : public torch::nn::Cloneable<HardSigmoidImpl> {
+ public:
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override { stream << "sepp::HardSigmoid()"; }
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(HardSigmoid);
+
 /// SE block: y = x * gate(FC2(relu(FC1(squeeze(x))))), per sample and channel.
+///
+/// Its children are timm's SEModule's: fc1, bn (an identity), act (the ReLU), fc2, gate. The excitation runs as one
+/// fused operator, or through the children one by one while any of them is observed (sepp/observe.h).
 class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
  public:
   explicit SEBlockImpl(const SEBlockOptions& options);
@@ -77,11 +92,17 @@ class SEPP_API SEBlockImpl : public torch::nn::Cloneable<SEBlockImpl> {
   torch::Tensor gate(const torch::Tensor& x);
   /// The excitation from an already squeezed input z [N, C] or [N, C, 1, 1].
   torch::Tensor excite(const torch::Tensor& z);
+  /// Whether one of its children is observed (then its forward runs them one by one).
+  bool observed() const;
   SESqueeze squeeze_kind() const { return squeeze_; }
 
   SEBlockOptions options;
   torch::nn::Conv2d fc1{nullptr};
+  torch::nn::Identity bn{nullptr};
+  torch::nn::ReLU act{nullptr};
   torch::nn::Conv2d fc2{nullptr};
+  /// torch::nn::Sigmoid, sepp::HardSigmoid or torch::nn::Tanh, as the options' gate.
+  torch::nn::AnyModule gate_layer;
 
  private:
   SESqueeze squeeze_ = SESqueeze::Avg;

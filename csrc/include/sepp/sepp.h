@@ -5,6 +5,7 @@
 #include <sepp/build_info.h>
 #include <sepp/factories.h>
 #include <sepp/inference.h>
+#include <sepp/observe.h>
 #include <sepp/ops.h>
 #include <sepp/resnet.h>
 #include <sepp/se_block.h>
