@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <string>
 
 namespace sepp {
 
@@ -28,6 +29,8 @@ void ResNetOptions::validate() const {
       se_stages_.size() == 4, "ResNet: se (se_stages): expected a bool or 4 bools (one per stage), got ",
       se_stages_.size(), " entries");
   TORCH_CHECK_VALUE(num_classes_ >= 0, "ResNet: expected num_classes >= 0, got ", num_classes_);
+  TORCH_CHECK_VALUE(groups_ >= 1, "ResNet: expected groups >= 1, got ", groups_);
+  TORCH_CHECK_VALUE(width_per_group_ >= 1, "ResNet: expected width_per_group >= 1, got ", width_per_group_);
   TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
   TORCH_CHECK_VALUE(drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
 }
@@ -136,13 +139,45 @@ void ResNetImpl::pretty_print(std::ostream& stream) const {
   stream << ")";
 }
 
-torch::Tensor ResNetImpl::forward_stem(const torch::Tensor& x) {
+void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
   check_input(x, options.in_chans(), conv1->weight, "ResNet");
+  // Output size of conv1 (7x7/2, padding 3), the padded stem pool, and each stage's 3x3/2 and 1x1/2: ceil(n / 2).
+  const auto halve = [](int64_t n) { return (n - 1) / 2 + 1; };
+  int64_t values = x.size(0);  // per channel, at the deepest batch norm that runs
+  for (const int64_t d : {2, 3}) {
+    const int64_t n = x.size(d);
+    TORCH_CHECK_VALUE(n >= 1, "ResNet: expected an image of at least 1x1 pixels, got input shape ", x.sizes());
+    int64_t s = halve(n);
+    if (options.stem_pool_ceil_mode()) {
+      TORCH_CHECK_VALUE(
+          s >= 3, "ResNet: the stem's unpadded 3x3 pool (stem_pool_ceil_mode) needs images of at least 5x5 pixels, ",
+          "got input shape ", x.sizes());
+    }
+    if (depth >= 1) {
+      s = options.stem_pool_ceil_mode() ? (s - 3 + 1) / 2 + 1 : halve(s);  // ceil((s - 3) / 2) + 1 without padding
+    }
+    for (int64_t stage = 2; stage <= depth; ++stage) s = halve(s);
+    values *= s;
+  }
+  TORCH_CHECK_VALUE(
+      !is_training() || values != 1,
+      "ResNet: training-mode batch norm needs more than one value per channel, but a batch of ", x.size(0), " at ",
+      x.size(2), "x", x.size(3), " leaves ", depth == 0 ? std::string("the stem") : "layer" + std::to_string(depth),
+      " with one (input shape ", x.sizes(), "); use a larger batch or image, or eval()");
+}
+
+torch::Tensor ResNetImpl::forward_stem(const torch::Tensor& x) {
+  check_image(x, /*depth=*/0);
+  return stem(x);
+}
+
+torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
   return call(maxpool, call(act1, call(bn1, call(conv1, x))));
 }
 
 torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
-  auto h = forward_stem(x);
+  check_image(x);
+  auto h = stem(x);
   for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
     h = call_sequential(*layer, h);
   }
@@ -165,7 +200,7 @@ std::vector<torch::Tensor> ResNetImpl::forward_intermediates(
     wanted[i] = true;
   }
   const int64_t last = *std::max_element(indices.begin(), indices.end());
-  check_input(x, options.in_chans(), conv1->weight, "ResNet");
+  check_image(x, last);
   std::array<torch::Tensor, 5> features;
   auto h = call(act1, call(bn1, call(conv1, x)));
   features[0] = h;

@@ -84,6 +84,9 @@ def test_bad_se_options(kwargs, match):
         (dict(num_classes=-1), r"expected num_classes >= 0, got -1"),
         (dict(drop_rate=1.5), r"expected 0 <= drop_rate < 1, got 1.5"),
         (dict(reduction=100), r"expected 1 <= reduction <= channels \(64\), got reduction = 100"),
+        (dict(groups=0), r"ResNet: expected groups >= 1, got 0"),
+        (dict(width_per_group=0), r"ResNet: expected width_per_group >= 1, got 0"),
+        (dict(squeeze="a\0b"), r"option 'squeeze' contains a NUL character"),
     ],
 )
 def test_bad_resnet_options(kwargs, match):
@@ -108,3 +111,40 @@ def test_load_state_dict_with_a_wrong_shape_names_it(model):
 def test_basic_block_refuses_resnext_options():
     with pytest.raises(ValueError, match=r"BasicBlock: expected groups = 1 and base_width = 64"):
         sepp.BasicBlock(64, 64, groups=32)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(layers=[True, 1, 1, 1]), r"expected a sequence of ints for option 'layers', got list \[True, 1, 1, 1\]"),
+        (dict(layers="1111"), r"expected a sequence of ints for option 'layers', got str"),
+        (dict(squeeze=b"avg"), r"expected a str for option 'squeeze', got bytes b'avg'"),
+    ],
+)
+def test_options_of_a_lookalike_type_are_refused(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        sepp.ResNet(**{"block": "basic", "layers": (1, 1, 1, 1), "se": True, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "opts,train,shape,match",
+    [
+        (dict(), False, (1, 3, 0, 8), r"expected an image of at least 1x1 pixels, got input shape \[1, 3, 0, 8\]"),
+        (dict(stem_pool_ceil_mode=True), False, (1, 3, 2, 2), r"needs images of at least 5x5 pixels"),
+        (dict(), True, (1, 3, 8, 8), r"batch of 1 at 8x8 leaves layer4 with one"),
+    ],
+    ids=["no_pixels", "caffe_stem_2px", "train_one_value"],
+)
+def test_images_too_small_for_the_network_are_value_errors(opts, train, shape, match):
+    m = sepp.ResNet(block="basic", layers=(1, 1, 1, 1), **opts).train(train)
+    with pytest.raises(ValueError, match=match):
+        m(torch.randn(shape))
+
+
+def test_the_smallest_images_the_network_takes_run():
+    m = sepp.ResNet(block="basic", layers=(1, 1, 1, 1), num_classes=3)
+    assert m.train()(torch.randn(2, 3, 1, 1)).shape == (2, 3)  # two values per channel everywhere
+    assert m.eval()(torch.randn(1, 3, 1, 1)).shape == (1, 3)
+    assert sepp.ResNet(block="basic", layers=(1, 1, 1, 1), stem_pool_ceil_mode=True).eval()(
+        torch.randn(1, 3, 5, 5)
+    ).shape == (1, 1000)

@@ -85,7 +85,18 @@ T from_python(py::handle h, const T& current, OptionKind kind, const char* who, 
     return out;
   }
   if constexpr (is_vector<T>::value) {
-    if (py::isinstance<py::str>(h)) return fail();
+    // Ints only: a str or bytes is not a sequence of ints, and a bool is not a count.
+    if (py::isinstance<py::str>(h) || py::isinstance<py::bytes>(h) || !py::isinstance<py::sequence>(h)) return fail();
+    for (auto item : h.cast<py::sequence>()) {
+      if (py::isinstance<py::bool_>(item)) return fail();
+    }
+  }
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!py::isinstance<py::str>(h)) return fail();  // bytes are not text
+    auto text = h.cast<std::string>();
+    // A NUL would cut every error message that quotes the value.
+    TORCH_CHECK_VALUE(text.find('\0') == std::string::npos, who, ": option '", name, "' contains a NUL character");
+    return text;
   }
   try {
     return h.cast<T>();

@@ -121,6 +121,11 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
  private:
   torch::nn::Sequential make_layer(int64_t stage, int64_t planes, int64_t blocks, int64_t stride, int64_t& inplanes);
   void make_classifier();
+  /// check_input, and an image size the network can take through feature `depth` (0 = the stem, 4 = layer4): in
+  /// training mode, more than one value per channel at every batch norm.
+  void check_image(const torch::Tensor& x, int64_t depth = 4) const;
+  /// conv1, bn1, act1, maxpool, unchecked.
+  torch::Tensor stem(const torch::Tensor& x);
   int64_t num_features_ = 0;
 };
 
