@@ -4,7 +4,8 @@ The C++ modules call their children through observation points (``sepp/observe.h
 has hooks is marked in C++; at each call, C++ hands it to :func:`_observer` below together with the computation it
 would have run (a continuation). The observer calls the Python module as torch.nn does (``module(x)``: pre-hooks,
 forward, forward hooks, backward hooks), and the module's forward runs the continuation: the computation stays in C++,
-the hooks see, and may replace, the child's input and output.
+the hooks see, and may replace, the child's input and output. A torch.nn leaf (a convolution, a ReLU, ...) runs its
+torch.nn forward instead, which is the same operator on the same tensors (see :func:`leaf_forward`).
 
 Marks follow the hooks: each call from Python into a C++ forward first brings the marks of the model's submodules up
 to date (:func:`sync`), so hooks added or removed in any way (handles, global module hooks) take effect at the next
@@ -13,6 +14,7 @@ call. With no hook anywhere this is one pass over the modules' hook dictionaries
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -69,14 +71,55 @@ def _check_tensors(tensors: List[Tuple[str, Dict[str, Any], str, Any]]) -> None:
             )
 
 
+def _check_options(options: List[List[Any]]) -> None:
+    """Refuses an option of a torch.nn leaf set from Python (``m.layer4[0].conv2.stride = (1, 1)``): C++ keeps
+    computing with the one it was built with. Each entry is [path, the leaf's dict, a getter of its options, their
+    values]; values are compared by identity first, so an unchanged leaf costs one getter call."""
+    for entry in options:
+        path, d, get, expected = entry
+        if get(d) == expected:
+            continue
+        names, values = d["_sepp_options"]
+        changed = [f"{k}={d[k]!r} (C++: {v!r})" for k, v in zip(names, values) if d[k] != v]
+        if changed:
+            raise TypeError(
+                f"sepp: {path}: {', '.join(changed)} was set from Python, but the C++ forward keeps the options the "
+                f"module was built with. Build the model with the options you need instead"
+            )
+        entry[3] = get(d)  # equal values in new objects
+
+
+def _sync_training(norms: List[Tuple[Dict[str, Any], Any]]) -> None:
+    """A batch norm's ``training`` set directly from Python (``m.bn1.training = False``) reaches its C++ module (the
+    other leaves compute the same in either mode)."""
+    for d, cpp in norms:
+        if d["training"] != cpp.training:
+            cpp.train(d["training"])
+
+
 def sync(root: nn.Module) -> None:
     """Marks in C++ exactly the submodules of ``root`` that have hooks (all of them while global hooks exist), after
-    checking that no tensor of a torch.nn leaf was replaced from Python (C++ would not see the new one)."""
+    checking that no tensor or option of a torch.nn leaf was replaced from Python (C++ would not see the new one) and
+    passing on the leaves' ``training`` flags.
+
+    Under a Python dispatch mode (a FLOP counter such as ``torch.utils.flop_counter.FlopCounterMode`` or ptflops'
+    aten backend, a debug mode) each SE block's first child is marked too, so that the SE blocks run their children
+    one by one: the mode sees the aten operators timm's SE module runs (its two 1x1 convolutions), not sepp's fused
+    excitation operator."""
     cache = root.__dict__.get("_sepp_hook_cache")
     if cache is None or cache[0] != _generation[0]:
         named = [(n, m) for n, m in root.named_modules() if m is not root and cpp_of(m) is not None]
         modules = [m for _, m in named]
         dicts = [d for m in modules for d in _hook_dicts(m)]
+        leaves = [(n, m.__dict__) for n, m in named if "_sepp_cpp" in m.__dict__]
+        options = [
+            [n, d, operator.itemgetter(*names), values[0] if len(values) == 1 else values]
+            for n, d in leaves
+            for names, values in (d["_sepp_options"],)
+            if names
+        ]
+        norms = [(m.__dict__, m._sepp_cpp) for m in modules if isinstance(m, nn.BatchNorm2d)]
+        probes = {id(m.fc1) for m in modules if isinstance(cpp_of(m), _C.SEBlock)}
         tensors = [  # (path, the leaf's dict, key, the C++ module's tensor)
             (f"{n}.{key}", d, key, t)
             for n, m in named
@@ -87,16 +130,19 @@ def sync(root: nn.Module) -> None:
             )
             for key, t in cpp_tensors.items()
         ]
-        cache = [_generation[0], modules, dicts, True, tensors]
+        cache = [_generation[0], modules, dicts, True, tensors, options, norms, probes]
         root.__dict__["_sepp_hook_cache"] = cache
-    _, modules, dicts, maybe_marked, tensors = cache
+    _, modules, dicts, maybe_marked, tensors, options, norms, probes = cache
     _check_tensors(tensors)
+    _check_options(options)
+    _sync_training(norms)
     global_hooks = any(_GLOBAL_HOOKS)
-    if not (maybe_marked or global_hooks or any(dicts)):
+    dispatch = torch._C._len_torch_dispatch_stack() > 0
+    if not (maybe_marked or global_hooks or dispatch or any(dicts)):
         return  # no hooks, none marked: the forward is the plain C++ one
     any_marked = False
     for m in modules:
-        want = global_hooks or any(_hook_dicts(m))
+        want = global_hooks or any(_hook_dicts(m)) or (dispatch and id(m) in probes)
         cpp = cpp_of(m)
         if want:
             address = _C.module_address(cpp)
@@ -146,10 +192,18 @@ def _observer(address: int, x: torch.Tensor, continuation: Any) -> torch.Tensor:
     return out
 
 
+# Leaves whose torch.nn forward is not their C++ module's computation: these run the C++ continuation.
+_CPP_FORWARD = (nn.Hardsigmoid,)  # sepp's HardSigmoid is clamp(x + 3, 0, 6) / 6, whose backward is exact in float64
+
+
 def leaf_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """forward of a mirrored torch.nn leaf: the C++ continuation when C++ calls it, else the torch.nn forward."""
+    """forward of a mirrored torch.nn leaf: its torch.nn forward, also when C++ calls it for its hooks.
+
+    The torch.nn forward computes what the C++ one does (the same aten operator on the same tensors, with the same
+    options), and through ``torch.nn.functional`` as in timm: tools that patch those functions (ptflops' pytorch
+    backend) or watch them (``__torch_function__`` modes) see a hooked sepp leaf as they see timm's."""
     continuation = take_pending(module)
-    if continuation is not None:
+    if continuation is not None and isinstance(module, _CPP_FORWARD):
         return continuation(*args, **kwargs)
     return type(module).forward(module, *args, **kwargs)
 

@@ -9,7 +9,9 @@ runs in C++.
 The leaves (convolutions, batch norms, the classifier, activations, pools) are mirrored as genuine ``torch.nn``
 modules of their class (``type(m.conv1) is nn.Conv2d``, with its attributes), holding the C++ module's tensors. Tools
 that dispatch on the module type (FLOP counters, summaries) treat them as they treat timm's. Hooks on any submodule
-fire as in torch.nn while the computation stays in C++ (see :mod:`sepp._hooks`).
+fire as in torch.nn while the computation stays in C++ (see :mod:`sepp._hooks`; a leaf with hooks runs its torch.nn
+forward, the same operator on the same tensors). A leaf's options (``stride``, ``inplace``, ...) are its C++ module's:
+one set from Python makes the next forward raise; a batch norm's ``training`` flag set directly reaches C++.
 
 What must reach C++ is routed there: ``train()``/``eval()`` (the ``training`` flag lives in C++), device / dtype /
 memory-format moves (done in place on the shared tensors, so C++ sees them), ``copy.deepcopy`` (C++ ``clone()``).
@@ -54,6 +56,22 @@ _LEAVES: Dict[str, type] = {
 }
 
 
+# The attributes each leaf's torch.nn forward reads: set from Python, they would change the torch.nn forward but not
+# the C++ one, so _hooks.sync() refuses a change.
+_FORWARD_OPTIONS: Dict[str, tuple] = {
+    "Conv2d": ("stride", "padding", "dilation", "groups", "padding_mode"),
+    "BatchNorm2d": ("eps", "momentum", "track_running_stats"),
+    "ReLU": ("inplace",),
+    "MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "Flatten": ("start_dim", "end_dim"),
+}
+
+
+# The hook dictionaries (and the full-backward-hook flag) every torch.nn.Module has.
+_HOOK_ATTRS = tuple(k for k in nn.Module().__dict__ if "hook" in k)
+
+
 def wrap(cpp: Any) -> nn.Module:
     """The Python module for a C++ module: a torch.nn leaf, its registered class, else a plain :class:`CppModule`."""
     spec = _C.leaf_spec(cpp)
@@ -68,6 +86,8 @@ def wrap(cpp: Any) -> nn.Module:
 def _leaf(cpp: Any, name: str, kwargs: Dict[str, Any]) -> nn.Module:
     """A genuine torch.nn module of class ``name`` holding the C++ module's parameters and buffers."""
     cls = _LEAVES[name]
+    if name == "MaxPool2d":  # square sizes as one int, as timm and torchvision build it (nn.MaxPool2d keeps either)
+        kwargs = {k: v[0] if isinstance(v, tuple) and len(set(v)) == 1 else v for k, v in kwargs.items()}
     if name in ("Conv2d", "Linear", "BatchNorm2d"):
         kwargs = {**kwargs, "device": "meta"}  # placeholders, replaced by the C++ tensors below
     leaf = cls(**kwargs)
@@ -81,6 +101,8 @@ def _leaf(cpp: Any, name: str, kwargs: Dict[str, Any]) -> nn.Module:
     for key in list(leaf._buffers):
         leaf._buffers[key] = buffers.get(key)
     d = leaf.__dict__
+    options = _FORWARD_OPTIONS.get(name, ())
+    d["_sepp_options"] = (options, tuple(d[k] for k in options))
     d["_sepp_cpp"] = cpp
     d["training"] = bool(cpp.training)
     d["forward"] = types.MethodType(_hooks.leaf_forward, leaf)
@@ -300,6 +322,10 @@ class CppModule(nn.Module):
                 new.__dict__[key] = copy.deepcopy(value, memo)
         for (_, p), (_, q) in zip(self.named_parameters(), new.named_parameters()):
             q.requires_grad_(p.requires_grad)
+        for src, dst in zip(self.modules(), new.modules()):  # hooks come along, as in a torch.nn module's deepcopy
+            for key in _HOOK_ATTRS:
+                if key in src.__dict__:
+                    dst.__dict__[key] = copy.deepcopy(src.__dict__[key], memo)
         return new
 
     def _sepp_python_buffer_pairs(self, new: "CppModule") -> Iterator[Any]:

@@ -96,18 +96,34 @@ class ResNet(_OptionsModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, in_chans, H, W] -> logits [N, num_classes]."""
+        from . import _twin  # under a tracer (torch.compile, torch.export, jit / ONNX), the reference computes
+
+        if _twin.tracing():
+            return _twin.forward(self, x)
         return self._sepp_forward(self._cpp.forward, x)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem (conv1, bn1, ReLU, max pool): [N, in_chans, H, W] -> [N, 64, H/4, W/4]."""
+        from . import _twin
+
+        if _twin.tracing():
+            return _twin.forward(self, x, "forward_stem")
         return self._sepp_run(self._cpp.forward_stem, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32]."""
+        from . import _twin
+
+        if _twin.tracing():
+            return _twin.forward(self, x, "forward_features")
         return self._sepp_run(self._cpp.forward_features, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, dropout, classifier; ``pre_logits`` stops before the classifier."""
+        from . import _twin
+
+        if _twin.tracing():
+            return _twin.forward(self, x, "forward_head", pre_logits=pre_logits)
         return self._sepp_run(self._cpp.forward_head, x, pre_logits)
 
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:

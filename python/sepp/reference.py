@@ -7,6 +7,7 @@ The tests hold sepp to this module in float64.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -306,6 +307,8 @@ class ResNet(nn.Module):
                 inplanes = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_features = inplanes
+        # timm's (and sepp's) global_pool.pool / global_pool.flatten: the head's modules carry the same names
+        self.global_pool = nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1)))
         self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -335,7 +338,7 @@ class ResNet(nn.Module):
         return self.forward_stages(x)[-1]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = self.global_pool(x)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)

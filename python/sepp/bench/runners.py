@@ -27,17 +27,11 @@ def _onnx_file(x: torch.Tensor, workdir: Path, reference_model: Callable[[], tor
             raise Skip("onnx is not installed (needed to export the reference)")
         import warnings
 
+        from ..export import export_onnx
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                reference_model(),
-                (x,),
-                str(path),
-                dynamo=False,
-                opset_version=17,
-                input_names=["input"],
-                output_names=["logits"],
-            )
+            export_onnx(reference_model(), path, x, dynamo=False, opset=17, dynamic_batch=False)
     return path
 
 
