@@ -195,12 +195,6 @@ def test_torch_export_and_jit_trace_give_sepps_outputs():
     assert rel_err(_quiet(torch.jit.trace, Pooled(m), (x,))(x), pooled) < 1e-5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch.export restores every module's non-standard attributes from a pytree copy, so the hook cache of "
-    "sepp._hooks.sync (a list holding the leaves' _parameters dicts) comes back holding copies of those dicts, and "
-    "the next eager forward reports a replaced tensor",
-)
 def test_a_model_still_runs_eagerly_after_torch_export():
     m = small()
     x = torch.randn(2, 3, 64, 64)

@@ -28,6 +28,9 @@ from . import _C
 # Marked modules by the address C++ reports: address -> the Python module (weakly: the model owns its modules).
 _MARKED: "weakref.WeakValueDictionary[int, nn.Module]" = weakref.WeakValueDictionary()
 _local = threading.local()
+# Per entry module, what sync() checks on each call. Kept off the module: torch.export restores modules' attributes
+# from copies, which would leave a cache holding copies of the dictionaries it watches.
+_CACHES: "weakref.WeakKeyDictionary[nn.Module, List[Any]]" = weakref.WeakKeyDictionary()
 # Bumped whenever a model's structure changes (a child replaced), so that cached module lists are rebuilt.
 _generation = [0]
 
@@ -106,7 +109,7 @@ def sync(root: nn.Module) -> None:
     aten backend, a debug mode) each SE block's first child is marked too, so that the SE blocks run their children
     one by one: the mode sees the aten operators timm's SE module runs (its two 1x1 convolutions), not sepp's fused
     excitation operator."""
-    cache = root.__dict__.get("_sepp_hook_cache")
+    cache = _CACHES.get(root)
     if cache is None or cache[0] != _generation[0]:
         named = [(n, m) for n, m in root.named_modules() if m is not root and cpp_of(m) is not None]
         modules = [m for _, m in named]
@@ -131,7 +134,7 @@ def sync(root: nn.Module) -> None:
             for key, t in cpp_tensors.items()
         ]
         cache = [_generation[0], modules, dicts, True, tensors, options, norms, probes]
-        root.__dict__["_sepp_hook_cache"] = cache
+        _CACHES[root] = cache
     _, modules, dicts, maybe_marked, tensors, options, norms, probes = cache
     _check_tensors(tensors)
     _check_options(options)

@@ -318,7 +318,7 @@ class CppModule(nn.Module):
             )
         # Python-side extras (e.g. a pretrained config) are copied too; nn.Module's own state is already there.
         for key, value in self.__dict__.items():
-            if key not in new.__dict__ and key != "_sepp_hook_cache":
+            if key not in new.__dict__:
                 new.__dict__[key] = copy.deepcopy(value, memo)
         for (_, p), (_, q) in zip(self.named_parameters(), new.named_parameters()):
             q.requires_grad_(p.requires_grad)
