@@ -192,6 +192,19 @@ def test_global_module_hooks_fire_on_every_module_in_timms_order():
 # ---------------------------------------------------------------------------- what a hook returns
 
 
+def check_hook_changes_the_output_as_in_timm(name, register):
+    """`register(module)` on the submodule `name` of both models: the outputs agree, and differ from the plain one."""
+    m, t = pair()
+    x = image()
+    with torch.no_grad():
+        plain = m(x)
+        for model in (m, t):
+            register(dict(model.named_modules())[name])
+        y, e = m(x), t(x)
+    assert rel_err(y, e) < TOL
+    assert rel_err(y, plain) > 1e-6
+
+
 @pytest.mark.parametrize(
     "name,hook",
     [
@@ -204,15 +217,7 @@ def test_global_module_hooks_fire_on_every_module_in_timms_order():
     ids=["se", "conv", "se-gate", "downsample", "pool"],
 )
 def test_a_forward_hook_that_returns_a_tensor_replaces_the_output_downstream_as_in_timm(name, hook):
-    m, t = pair()
-    x = image()
-    with torch.no_grad():
-        plain = m(x)
-        for model in (m, t):
-            dict(model.named_modules())[name].register_forward_hook(hook)
-        y, e = m(x), t(x)
-    assert rel_err(y, e) < TOL
-    assert rel_err(y, plain) > 1e-6
+    check_hook_changes_the_output_as_in_timm(name, lambda mod: mod.register_forward_hook(hook))
 
 
 @pytest.mark.parametrize(
@@ -225,15 +230,7 @@ def test_a_forward_hook_that_returns_a_tensor_replaces_the_output_downstream_as_
     ids=["block", "conv", "se-fc2"],
 )
 def test_a_forward_pre_hook_that_returns_an_input_replaces_it_as_in_timm(name, hook):
-    m, t = pair()
-    x = image()
-    with torch.no_grad():
-        plain = m(x)
-        for model in (m, t):
-            dict(model.named_modules())[name].register_forward_pre_hook(hook)
-        y, e = m(x), t(x)
-    assert rel_err(y, e) < TOL
-    assert rel_err(y, plain) > 1e-6
+    check_hook_changes_the_output_as_in_timm(name, lambda mod: mod.register_forward_pre_hook(hook))
 
 
 def test_removing_the_handles_stops_the_hooks_and_the_forward_is_again_the_plain_one():
