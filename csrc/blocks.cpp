@@ -5,6 +5,8 @@
 #include "check_input.h"
 #include "residual.h"
 
+#include <torch/nn/modules/pooling.h>
+
 #include <c10/util/Exception.h>
 
 namespace sepp {
@@ -19,6 +21,19 @@ void BlockOptions::validate(int64_t expansion, const char* who) const {
   TORCH_CHECK_VALUE(stride_ >= 1, who, ": expected stride >= 1, got ", stride_);
   TORCH_CHECK_VALUE(groups_ >= 1, who, ": expected groups >= 1, got ", groups_);
   TORCH_CHECK_VALUE(base_width_ >= 1, who, ": expected base_width >= 1, got ", base_width_);
+  TORCH_CHECK_VALUE(reduce_first_ >= 1, who, ": expected reduce_first >= 1, got ", reduce_first_);
+  TORCH_CHECK_VALUE(
+      aa_layer_.empty() || aa_layer_ == "avgpool", who, ": expected aa_layer to be '' or 'avgpool', got '", aa_layer_,
+      "'");
+  TORCH_CHECK_VALUE(
+      !(use_aa() && stride_in_1x1_), who, ": aa_layer follows the strided 3x3, so it cannot be combined with ",
+      "stride_in_1x1");
+  TORCH_CHECK_VALUE(
+      down_kernel_size_ == 1 || down_kernel_size_ == 3, who, ": expected down_kernel_size 1 or 3, got ",
+      down_kernel_size_);
+  TORCH_CHECK_VALUE(
+      !avg_down_ || down_kernel_size_ == 1, who, ": avg_down's downsample convolution is 1x1, got down_kernel_size ",
+      down_kernel_size_);
   if (expansion == 1) {
     TORCH_CHECK_VALUE(
         groups_ == 1 && base_width_ == 64, who, ": expected groups = 1 and base_width = 64 (ResNeXt needs the ",
@@ -50,11 +65,33 @@ void build_tail(Impl& self, const BlockOptions& o, int64_t outplanes, const char
   self.act_out() = self.register_module(act_name, nn::ReLU(nn::ReLUOptions().inplace(true)));
   self.downsample = nullptr;
   if (o.stride() != 1 || o.inplanes() != outplanes) {
-    self.downsample = self.register_module(
-        "downsample", nn::Sequential(
-                          nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).stride(o.stride()).bias(false)),
-                          nn::BatchNorm2d(outplanes)));
+    nn::Sequential down;
+    if (o.avg_down()) {
+      if (o.stride() == 1) {
+        down->push_back(nn::Identity());
+      } else {
+        down->push_back(
+            nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(o.stride()).ceil_mode(true).count_include_pad(false)));
+      }
+      down->push_back(nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).bias(false)));
+    } else {
+      const int64_t k = o.stride() == 1 ? 1 : o.down_kernel_size();  // a stride-1 downsample is 1x1, as in timm
+      down->push_back(
+          nn::Conv2d(
+              nn::Conv2dOptions(o.inplanes(), outplanes, k)
+                  .stride(o.stride())
+                  .padding((o.stride() - 1 + k - 1) / 2)
+                  .bias(false)));
+    }
+    down->push_back(nn::BatchNorm2d(outplanes));
+    self.downsample = self.register_module("downsample", down);
   }
+}
+
+// The block's `aa`: a 2x2/2 average pool after its strided 3x3 (which then runs at stride 1), else an identity.
+nn::AnyModule make_aa(const BlockOptions& o) {
+  if (o.use_aa()) return nn::AnyModule(nn::AvgPool2d(nn::AvgPool2dOptions(2)));
+  return nn::AnyModule(nn::Identity());
 }
 
 void pretty_print_block(std::ostream& stream, const char* name, const BlockOptions& o) {
@@ -64,6 +101,15 @@ void pretty_print_block(std::ostream& stream, const char* name, const BlockOptio
   }
   if (o.stride_in_1x1()) {
     stream << ", stride_in_1x1=true";
+  }
+  if (o.reduce_first() != 1) {
+    stream << ", reduce_first=" << o.reduce_first();
+  }
+  if (o.use_aa()) {
+    stream << ", aa_layer=" << o.aa_layer();
+  }
+  if (o.avg_down()) {
+    stream << ", avg_down=true";
   }
   if (o.se()) {
     stream << ", se_strategy=" << o.se_strategy();
@@ -118,13 +164,19 @@ BasicBlockImpl::BasicBlockImpl(const BlockOptions& options_) : options(options_)
 void BasicBlockImpl::reset() {
   options.validate(expansion, "BasicBlock");
   const int64_t p = options.planes();
+  const int64_t first = p / options.reduce_first();
+  TORCH_CHECK_VALUE(
+      first >= 1, "BasicBlock: planes / reduce_first leaves no channels (planes = ", p,
+      ", reduce_first = ", options.reduce_first(), ")");
+  const int64_t s1 = options.use_aa() ? 1 : options.stride();
   conv1 = register_module(
-      "conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), p, 3).stride(options.stride()).padding(1).bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(p));
+      "conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 3).stride(s1).padding(1).bias(false)));
+  bn1 = register_module("bn1", nn::BatchNorm2d(first));
   drop_block = register_module("drop_block", nn::Identity());
   act1 = register_module("act1", nn::ReLU());
-  aa = register_module("aa", nn::Identity());
-  conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(p, p, 3).padding(1).bias(false)));
+  aa = make_aa(options);
+  register_module("aa", aa.ptr());
+  conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(first, p, 3).padding(1).bias(false)));
   bn2 = register_module("bn2", nn::BatchNorm2d(p));
   se_strategy_ = parse_se_strategy(options.se_strategy());
   build_tail(*this, options, p * expansion, "act2");
@@ -136,7 +188,7 @@ void BasicBlockImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
-    auto out = call(aa, call(act1, call(drop_block, call(bn1, call(conv1, h)))));
+    auto out = call_any(aa, call(act1, call(drop_block, call(bn1, call(conv1, h)))));
     return call(bn2, call(conv2, out));
   });
 }
@@ -150,19 +202,26 @@ BottleneckImpl::BottleneckImpl(const BlockOptions& options_) : options(options_)
 void BottleneckImpl::reset() {
   options.validate(expansion, "Bottleneck");
   const int64_t width = options.planes() * options.base_width() / 64 * options.groups();
+  const int64_t first = width / options.reduce_first();
+  TORCH_CHECK_VALUE(
+      width >= 1 && first >= 1 && first % options.groups() == 0,
+      "Bottleneck: expected widths divisible by groups = ", options.groups(), ", got width ", width,
+      " and first width ", first, " (planes = ", options.planes(), ", base_width = ", options.base_width(),
+      ", reduce_first = ", options.reduce_first(), ")");
   const int64_t outplanes = options.planes() * expansion;
   const int64_t s1 = options.stride_in_1x1() ? options.stride() : 1;
-  const int64_t s3 = options.stride_in_1x1() ? 1 : options.stride();
-  conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), width, 1).stride(s1).bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  const int64_t s3 = options.stride_in_1x1() || options.use_aa() ? 1 : options.stride();
+  conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 1).stride(s1).bias(false)));
+  bn1 = register_module("bn1", nn::BatchNorm2d(first));
   act1 = register_module("act1", nn::ReLU());
   conv2 = register_module(
       "conv2",
-      nn::Conv2d(nn::Conv2dOptions(width, width, 3).stride(s3).padding(1).groups(options.groups()).bias(false)));
+      nn::Conv2d(nn::Conv2dOptions(first, width, 3).stride(s3).padding(1).groups(options.groups()).bias(false)));
   bn2 = register_module("bn2", nn::BatchNorm2d(width));
   drop_block = register_module("drop_block", nn::Identity());
   act2 = register_module("act2", nn::ReLU());
-  aa = register_module("aa", nn::Identity());
+  aa = make_aa(options);
+  register_module("aa", aa.ptr());
   conv3 = register_module("conv3", nn::Conv2d(nn::Conv2dOptions(width, outplanes, 1).bias(false)));
   bn3 = register_module("bn3", nn::BatchNorm2d(outplanes));
   se_strategy_ = parse_se_strategy(options.se_strategy());
@@ -176,7 +235,7 @@ void BottleneckImpl::pretty_print(std::ostream& stream) const {
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
     auto out = call(act1, call(bn1, call(conv1, h)));
-    out = call(aa, call(act2, call(drop_block, call(bn2, call(conv2, out)))));
+    out = call_any(aa, call(act2, call(drop_block, call(bn2, call(conv2, out)))));
     return call(bn3, call(conv3, out));
   });
 }

@@ -32,6 +32,29 @@ void ResNetOptions::validate() const {
   TORCH_CHECK_VALUE(groups_ >= 1, "ResNet: expected groups >= 1, got ", groups_);
   TORCH_CHECK_VALUE(width_per_group_ >= 1, "ResNet: expected width_per_group >= 1, got ", width_per_group_);
   TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
+  TORCH_CHECK_VALUE(
+      stem_type_.empty() || stem_type_ == "deep" || stem_type_ == "deep_tiered",
+      "ResNet: expected stem_type to be '', 'deep' or 'deep_tiered', got '", stem_type_, "'");
+  TORCH_CHECK_VALUE(
+      stem_width_ >= (stem_type_ == "deep_tiered" ? 4 : 1),
+      "ResNet: expected stem_width >= ", stem_type_ == "deep_tiered" ? 4 : 1, " for stem_type '", stem_type_, "', got ",
+      stem_width_);
+  TORCH_CHECK_VALUE(
+      aa_layer_.empty() || aa_layer_ == "avgpool", "ResNet: expected aa_layer to be '' or 'avgpool', got '", aa_layer_,
+      "'");
+  TORCH_CHECK_VALUE(
+      !(stem_pool_ceil_mode_ && !aa_layer_.empty()),
+      "ResNet: aa_layer replaces the stem's max pool, so stem_pool_ceil_mode cannot be set with it");
+  TORCH_CHECK_VALUE(
+      !(stride_in_1x1_ && !aa_layer_.empty()),
+      "ResNet: aa_layer follows the strided 3x3, so it cannot be combined with stride_in_1x1");
+  TORCH_CHECK_VALUE(
+      down_kernel_size_ == 1 || down_kernel_size_ == 3, "ResNet: expected down_kernel_size 1 or 3, got ",
+      down_kernel_size_);
+  TORCH_CHECK_VALUE(
+      !avg_down_ || down_kernel_size_ == 1, "ResNet: avg_down's downsample convolution is 1x1, got down_kernel_size ",
+      down_kernel_size_);
+  TORCH_CHECK_VALUE(block_reduce_first_ >= 1, "ResNet: expected block_reduce_first >= 1, got ", block_reduce_first_);
   TORCH_CHECK_VALUE(drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
 }
 
@@ -41,17 +64,37 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
 
 void ResNetImpl::reset() {
   options.validate();
-  conv1 = register_module(
-      "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), 64, 7).stride(2).padding(3).bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  int64_t inplanes = options.stem_channels();
+  conv1 = nullptr;
+  deep_conv1 = nullptr;
+  if (options.stem_type().empty()) {
+    conv1 = register_module(
+        "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), inplanes, 7).stride(2).padding(3).bias(false)));
+  } else {
+    const int64_t w = options.stem_width();
+    const int64_t c0 = options.stem_type() == "deep_tiered" ? 3 * (w / 4) : w;
+    const auto conv3x3 = [](int64_t in, int64_t out, int64_t stride) {
+      return nn::Conv2d(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
+    };
+    deep_conv1 = register_module(
+        "conv1",
+        nn::Sequential(
+            conv3x3(options.in_chans(), c0, 2), nn::BatchNorm2d(c0), nn::ReLU(nn::ReLUOptions().inplace(true)),
+            conv3x3(c0, w, 1), nn::BatchNorm2d(w), nn::ReLU(nn::ReLUOptions().inplace(true)), conv3x3(w, inplanes, 1)));
+  }
+  bn1 = register_module("bn1", nn::BatchNorm2d(inplanes));
   act1 = register_module("act1", nn::ReLU());
-  maxpool = register_module(
-      "maxpool", nn::MaxPool2d(
-                     nn::MaxPool2dOptions(3)
-                         .stride(2)
-                         .padding(options.stem_pool_ceil_mode() ? 0 : 1)
-                         .ceil_mode(options.stem_pool_ceil_mode())));
-  int64_t inplanes = 64;
+  if (options.aa_layer().empty()) {
+    maxpool = nn::AnyModule(
+        nn::MaxPool2d(
+            nn::MaxPool2dOptions(3)
+                .stride(2)
+                .padding(options.stem_pool_ceil_mode() ? 0 : 1)
+                .ceil_mode(options.stem_pool_ceil_mode())));
+  } else {
+    maxpool = nn::AnyModule(nn::AvgPool2d(nn::AvgPool2dOptions(2)));
+  }
+  register_module("maxpool", maxpool.ptr());
   const auto& l = options.layers();
   layer1 = register_module("layer1", make_layer(0, 64, l[0], 1, inplanes));
   layer2 = register_module("layer2", make_layer(1, 128, l[1], 2, inplanes));
@@ -79,7 +122,11 @@ nn::Sequential ResNetImpl::make_layer(
                  .se(options.se_stages()[stage])
                  .se_options(options.se_options())
                  .se_strategy(options.se_strategy())
-                 .relu_before_se(options.relu_before_se());
+                 .relu_before_se(options.relu_before_se())
+                 .reduce_first(options.block_reduce_first())
+                 .aa_layer(options.aa_layer())
+                 .avg_down(options.avg_down())
+                 .down_kernel_size(options.down_kernel_size());
     if (basic) {
       layer->push_back(BasicBlock(o));
       inplanes = planes * BasicBlockImpl::expansion;
@@ -136,12 +183,23 @@ void ResNetImpl::pretty_print(std::ostream& stream) const {
   if (options.groups() != 1) {
     stream << ", groups=" << options.groups() << ", width_per_group=" << options.width_per_group();
   }
+  if (!options.stem_type().empty()) {
+    stream << ", stem_type=" << options.stem_type() << ", stem_width=" << options.stem_width();
+  }
+  if (options.avg_down()) {
+    stream << ", avg_down=true";
+  }
+  if (!options.aa_layer().empty()) {
+    stream << ", aa_layer=" << options.aa_layer();
+  }
   stream << ")";
 }
 
 void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
-  check_input(x, options.in_chans(), conv1->weight, "ResNet");
-  // Output size of conv1 (7x7/2, padding 3), the padded stem pool, and each stage's 3x3/2 and 1x1/2: ceil(n / 2).
+  check_input(x, options.in_chans(), stem_conv().weight, "ResNet");
+  // Output sizes: conv1 (7x7/2 padding 3, or a 3x3/2 padding 1 first), every stage's strided 3x3 (padding 1) and
+  // the shortcut's strided pool or convolution give ceil(n / 2); the stem pool gives ceil(n / 2) too (3x3/2
+  // padding 1), floor(n / 2) (the aa stem's 2x2/2 average pool) or ceil((n - 3) / 2) + 1 (3x3/2 unpadded, ceil mode).
   const auto halve = [](int64_t n) { return (n - 1) / 2 + 1; };
   int64_t values = x.size(0);  // per channel, at the deepest batch norm that runs
   for (const int64_t d : {2, 3}) {
@@ -152,11 +210,28 @@ void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
       TORCH_CHECK_VALUE(
           s >= 3, "ResNet: the stem's unpadded 3x3 pool (stem_pool_ceil_mode) needs images of at least 5x5 pixels, ",
           "got input shape ", x.sizes());
+    } else if (!options.aa_layer().empty()) {
+      TORCH_CHECK_VALUE(
+          s >= 2, "ResNet: the stem's 2x2 average pool (aa_layer) needs images of at least 3x3 pixels, ",
+          "got input shape ", x.sizes());
     }
     if (depth >= 1) {
-      s = options.stem_pool_ceil_mode() ? (s - 3 + 1) / 2 + 1 : halve(s);  // ceil((s - 3) / 2) + 1 without padding
+      if (options.stem_pool_ceil_mode()) {
+        s = (s - 3 + 1) / 2 + 1;
+      } else if (!options.aa_layer().empty()) {
+        s = s / 2;
+      } else {
+        s = halve(s);
+      }
     }
-    for (int64_t stage = 2; stage <= depth; ++stage) s = halve(s);
+    for (int64_t stage = 2; stage <= depth; ++stage) {
+      // A strided aa block pools its branch to floor(s / 2) and its shortcut (ceil mode) to ceil(s / 2).
+      TORCH_CHECK_VALUE(
+          options.aa_layer().empty() || s % 2 == 0, "ResNet: with aa_layer, layer", stage,
+          " halves its input through a 2x2 pool and needs an even size, but input shape ", x.sizes(), " gives ", s,
+          " pixels there; use a multiple of 32 pixels such as 224");
+      s = options.aa_layer().empty() ? halve(s) : s / 2;
+    }
     values *= s;
   }
   TORCH_CHECK_VALUE(
@@ -172,7 +247,12 @@ torch::Tensor ResNetImpl::forward_stem(const torch::Tensor& x) {
 }
 
 torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
-  return call(maxpool, call(act1, call(bn1, call(conv1, x))));
+  return call_any(maxpool, stem_act(x));
+}
+
+torch::Tensor ResNetImpl::stem_act(const torch::Tensor& x) {
+  auto h = conv1 ? call(conv1, x) : call_sequential(deep_conv1, x);
+  return call(act1, call(bn1, h));
 }
 
 torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
@@ -202,9 +282,9 @@ std::vector<torch::Tensor> ResNetImpl::forward_intermediates(
   const int64_t last = *std::max_element(indices.begin(), indices.end());
   check_image(x, last);
   std::array<torch::Tensor, 5> features;
-  auto h = call(act1, call(bn1, call(conv1, x)));
+  auto h = stem_act(x);
   features[0] = h;
-  h = call(maxpool, h);
+  h = call_any(maxpool, h);
   nn::Sequential* layers[] = {&layer1, &layer2, &layer3, &layer4};
   for (int64_t i = 1; i <= last; ++i) {
     h = call_sequential(*layers[i - 1], h);
@@ -238,10 +318,17 @@ torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {
 
 void ResNetImpl::reset_classifier(int64_t num_classes) {
   TORCH_CHECK_VALUE(num_classes >= 0, "ResNet.reset_classifier: expected num_classes >= 0, got ", num_classes);
-  const auto w = conv1->weight;
+  const auto w = stem_conv().weight;
   options.num_classes(num_classes);
   make_classifier();
   fc.ptr()->to(w.device(), w.scalar_type());
+}
+
+nn::Conv2dImpl& ResNetImpl::stem_conv() const {
+  if (conv1) return *conv1.ptr();
+  auto* conv = deep_conv1->ptr(0)->as<nn::Conv2dImpl>();
+  TORCH_INTERNAL_ASSERT(conv != nullptr, "ResNet: the deep stem has no first convolution");
+  return *conv;
 }
 
 std::vector<int64_t> ResNetImpl::stage_channels() const {

@@ -5,13 +5,46 @@
 #include "ops/common.h"
 #include "residual.h"
 
+#include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/max_pool2d.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
 
 namespace sepp::inference {
 
 using at::Tensor;
+
+std::optional<Pool> Pool::of(const torch::nn::Module& m) {
+  const auto pair = [](const auto& a) { return std::array<int64_t, 2>{(*a)[0], (*a)[1]}; };
+  if (const auto* p = m.as<torch::nn::MaxPool2d>()) {
+    const auto& o = p->options;
+    TORCH_CHECK_VALUE(
+        (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1, "optimize_for_inference: expected an undilated max pool");
+    return Pool{false, pair(o.kernel_size()), pair(o.stride()), pair(o.padding()), o.ceil_mode(), true};
+  }
+  if (const auto* p = m.as<torch::nn::AvgPool2d>()) {
+    const auto& o = p->options;
+    TORCH_CHECK_VALUE(
+        !o.divisor_override().has_value(), "optimize_for_inference: expected an average pool without divisor_override");
+    return Pool{true, pair(o.kernel_size()), pair(o.stride()), pair(o.padding()), o.ceil_mode(), o.count_include_pad()};
+  }
+  TORCH_CHECK_VALUE(
+      m.as<torch::nn::Identity>() != nullptr,
+      "optimize_for_inference: expected a MaxPool2d, AvgPool2d or Identity, got ", m.name());
+  return std::nullopt;
+}
+
+Tensor Pool::run(const Tensor& x) const {
+  if (avg) return at::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad);
+  return at::max_pool2d(x, kernel, stride, padding, {1, 1}, ceil_mode);
+}
+
+std::array<int64_t, 2> Pool::output_hw(std::array<int64_t, 2> hw) const {
+  for (int i = 0; i < 2; ++i) hw[i] = window_output_size(hw[i], kernel[i], stride[i], padding[i], 1, ceil_mode);
+  return hw;
+}
 
 Tensor SEWeights::of(const Tensor& t) const {
   const auto acc = w1.scalar_type();
@@ -40,12 +73,16 @@ Tensor Block::forward(const Tensor& x) const {
 }
 
 Tensor Block::shortcut(const Tensor& x) const {
-  return downsample ? downsample->run(x, false) : x;
+  if (!downsample) return x;
+  return downsample->run(down_pool ? down_pool->run(x) : x, false);
 }
 
 Tensor Block::branch(const Tensor& x) const {
   Tensor h = x;
-  for (size_t i = 0; i + 1 < convs.size(); ++i) h = convs[i].run(h, true);
+  for (size_t i = 0; i + 1 < convs.size(); ++i) {
+    h = convs[i].run(h, true);
+    if (aa && i == aa_after) h = aa->run(h);
+  }
   return h;
 }
 
@@ -95,8 +132,9 @@ at::Tensor OptimizedResNet::Impl::eager(const at::Tensor& x) const {
     const int64_t width = fc_weight.defined() ? fc_weight.size(0) : num_features;
     return at::empty({0, width}, x.options());
   }
-  auto h = stem.run(x, true);
-  h = at::max_pool2d(h, *pool.kernel_size(), *pool.stride(), *pool.padding(), *pool.dilation(), pool.ceil_mode());
+  at::Tensor h = x;
+  for (const auto& c : stem) h = c.run(h, true);
+  h = pool.run(h);
   for (const auto& b : blocks) h = b.forward(h);
   auto f = h.mean({2, 3});
   return fc_weight.defined() ? at::linear(f, fc_weight, fc_bias) : f;

@@ -10,10 +10,11 @@
 #include "inference/cuda_graphs.h"
 #include "inference/folded_conv.h"
 
-#include <torch/nn/options/pooling.h>
+#include <torch/nn/module.h>
 
 #include <c10/util/FunctionRef.h>
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -50,9 +51,25 @@ enum class SETail {
   SqueezeFirst,
 };
 
+/// A max or average pool (the stem's pool, an aa layer, an avg_down shortcut's pool), as its module's options.
+struct Pool {
+  bool avg = false;
+  std::array<int64_t, 2> kernel{1, 1}, stride{1, 1}, padding{0, 0};
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+
+  /// The pool of a torch::nn::MaxPool2d or AvgPool2d; nullopt for an Identity; c10::ValueError otherwise.
+  static std::optional<Pool> of(const torch::nn::Module& m);
+  at::Tensor run(const at::Tensor& x) const;
+  std::array<int64_t, 2> output_hw(std::array<int64_t, 2> hw) const;
+};
+
 /// A residual block: the pieces of detail::residual_forward.
 struct Block {
   std::vector<FoldedConv> convs;  // conv1, conv2 (, conv3): ReLU after each but the last
+  std::optional<Pool> aa;         // anti-aliasing pool after convs[aa_after] and its ReLU
+  size_t aa_after = 0;
+  std::optional<Pool> down_pool;  // avg_down: the shortcut's pool before its convolution
   std::optional<FoldedConv> downsample;
   std::optional<SEWeights> se;
   SEStrategy strategy = SEStrategy::Standard;
@@ -79,8 +96,8 @@ struct OptimizedResNet::Impl {
   torch::Device device = torch::kCPU;
   std::string backend = "aten";
   int64_t num_features = 0;
-  inference::FoldedConv stem;
-  torch::nn::MaxPool2dOptions pool{3};
+  std::vector<inference::FoldedConv> stem;  // each followed by a ReLU
+  inference::Pool pool;
   std::vector<inference::Block> blocks;
   at::Tensor fc_weight, fc_bias;
   at::Tensor like;  // the stem's dense weight: the device and dtype inputs are checked against

@@ -59,20 +59,39 @@ Block fold_block(
     hw = f.output_hw(hw);
     return f;
   };
-  if constexpr (std::is_same_v<Impl, BottleneckImpl>) {
-    b.convs = {fold(m.conv1, m.bn1), fold(m.conv2, m.bn2), fold(m.conv3, m.bn3)};
-  } else {
-    b.convs = {fold(m.conv1, m.bn1), fold(m.conv2, m.bn2)};
+  // The aa pool follows the strided 3x3: a bottleneck's conv2, a basic block's conv1.
+  constexpr bool bottleneck = std::is_same_v<Impl, BottleneckImpl>;
+  b.aa = inference::Pool::of(*m.aa.ptr());
+  b.aa_after = bottleneck ? 1 : 0;
+  auto fold_then_aa = [&](const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn, size_t index) {
+    auto f = fold(conv, bn);
+    if (b.aa && index == b.aa_after) hw = b.aa->output_hw(hw);
+    return f;
+  };
+  b.convs.push_back(fold_then_aa(m.conv1, m.bn1, 0));
+  b.convs.push_back(fold_then_aa(m.conv2, m.bn2, 1));
+  if constexpr (bottleneck) {
+    b.convs.push_back(fold(m.conv3, m.bn3));
   }
   if (m.downsample) {
-    auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m.downsample->ptr(0));
-    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m.downsample->ptr(1));
+    // [conv, bn], or with avg_down [pool or identity, conv, bn]
+    const auto& parts = m.downsample->children();
+    TORCH_CHECK_VALUE(
+        parts.size() == 2 || parts.size() == 3,
+        "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d, after a pool with avg_down");
+    auto down_hw = in_hw;
+    if (parts.size() == 3) {
+      b.down_pool = inference::Pool::of(*parts[0]);
+      if (b.down_pool) down_hw = b.down_pool->output_hw(down_hw);
+    }
+    auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(parts[parts.size() - 2]);
+    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts.back());
     TORCH_CHECK_VALUE(conv && bn, "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d");
     FoldTarget plain = target;  // the shortcut has no ReLU: it never runs fused, so it is not probed
     plain.cudnn_fused = false;
     b.downsample = inference::fold_conv_bn(
         torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn), plain,
-        Shape{n, conv->options.in_channels(), in_hw[0], in_hw[1]});
+        Shape{n, conv->options.in_channels(), down_hw[0], down_hw[1]});
   }
   if (m.se) {
     b.se = se_weights(m.se, mlp_dtype);
@@ -95,7 +114,7 @@ Block fold_block(
 OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptions& options) {
   TORCH_CHECK_VALUE(!model.is_empty(), "optimize_for_inference: expected a model, got an empty ResNet holder");
   auto& m = *model;
-  const auto like = m.conv1->weight;
+  const auto like = m.stem_conv().weight;
   const auto dtype = options.dtype().value_or(like.scalar_type());
   const auto device = like.device();
   TORCH_CHECK_TYPE(at::isFloatingType(dtype), "optimize_for_inference: expected a floating-point dtype, got ", dtype);
@@ -131,15 +150,31 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   const int64_t n = size[0];
   const c10::ScalarType mlp_dtype = (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
 
-  impl->stem = inference::fold_conv_bn(m.conv1, m.bn1, target, Shape{n, size[1], size[2], size[3]});
-  impl->like = impl->stem.weight;
-  std::array<int64_t, 2> hw = impl->stem.output_hw({size[2], size[3]});
-  impl->pool = m.maxpool->options;
-  const auto& p = impl->pool;
-  for (int i = 0; i < 2; ++i) {
-    hw[i] = inference::window_output_size(
-        hw[i], (*p.kernel_size())[i], (*p.stride())[i], (*p.padding())[i], (*p.dilation())[i], p.ceil_mode());
+  // The stem: conv1 (+ bn1), or a deep stem's three convolutions, each folded with the BN after it (the last with
+  // bn1), each followed by its ReLU.
+  std::array<int64_t, 2> hw = {size[2], size[3]};
+  const auto fold_stem = [&](const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn) {
+    impl->stem.push_back(
+        inference::fold_conv_bn(conv, bn, target, Shape{n, conv->options.in_channels(), hw[0], hw[1]}));
+    hw = impl->stem.back().output_hw(hw);
+  };
+  if (m.deep_conv1) {
+    const auto& parts = m.deep_conv1->children();
+    for (size_t i = 0; i < parts.size(); i += 3) {
+      auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(parts[i]);
+      auto bn =
+          i + 1 < parts.size() ? std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts[i + 1]) : m.bn1.ptr();
+      TORCH_CHECK_VALUE(conv && bn, "optimize_for_inference: expected a deep stem of Conv2d, BatchNorm2d and ReLU");
+      fold_stem(torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn));
+    }
+  } else {
+    fold_stem(m.conv1, m.bn1);
   }
+  impl->like = impl->stem.front().weight;
+  auto pool = inference::Pool::of(*m.maxpool.ptr());
+  TORCH_CHECK_VALUE(pool.has_value(), "optimize_for_inference: expected a stem pool");
+  impl->pool = *pool;
+  hw = impl->pool.output_hw(hw);
   for (auto* layer : {&m.layer1, &m.layer2, &m.layer3, &m.layer4}) {
     for (const auto& child : (*layer)->children()) {
       if (auto* bt = child->as<BottleneckImpl>()) {
@@ -152,7 +187,8 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
     }
   }
   // "cudnn" when any convolution runs cuDNN's fused kernels.
-  bool cudnn = impl->stem.cudnn_fused;
+  bool cudnn = false;
+  for (const auto& c : impl->stem) cudnn = cudnn || c.cudnn_fused;
   for (const auto& b : impl->blocks) {
     for (const auto& c : b.convs) cudnn = cudnn || c.cudnn_fused;
   }

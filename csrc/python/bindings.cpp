@@ -39,6 +39,7 @@ torch::Tensor forward_any(Module& m, const torch::Tensor& x) {
   if (auto* b = m.as<torch::nn::BatchNorm2d>()) return b->forward(x);
   if (auto* l = m.as<torch::nn::Linear>()) return l->forward(x);
   if (auto* p = m.as<torch::nn::MaxPool2d>()) return p->forward(x);
+  if (auto* p = m.as<torch::nn::AvgPool2d>()) return p->forward(x);
   if (auto* p = m.as<torch::nn::AdaptiveAvgPool2d>()) return p->forward(x);
   if (auto* r = m.as<torch::nn::ReLU>()) return r->forward(x);
   if (auto* f = m.as<torch::nn::Flatten>()) return f->forward(x);

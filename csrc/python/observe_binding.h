@@ -113,6 +113,16 @@ inline py::object leaf_spec(const torch::nn::Module& m) {
             "kernel_size"_a = to_tuple(o.kernel_size()), "stride"_a = to_tuple(o.stride()),
             "padding"_a = to_tuple(o.padding()), "dilation"_a = to_tuple(o.dilation()), "ceil_mode"_a = o.ceil_mode()));
   }
+  if (const auto* p = m.as<nn::AvgPool2d>()) {
+    const auto& o = p->options;
+    return py::make_tuple(
+        "AvgPool2d",
+        py::dict(
+            "kernel_size"_a = to_tuple(o.kernel_size()), "stride"_a = to_tuple(o.stride()),
+            "padding"_a = to_tuple(o.padding()), "ceil_mode"_a = o.ceil_mode(),
+            "count_include_pad"_a = o.count_include_pad(),
+            "divisor_override"_a = o.divisor_override() ? py::object(py::int_(*o.divisor_override())) : py::none()));
+  }
   if (const auto* p = m.as<nn::AdaptiveAvgPool2d>()) {
     const auto& size = *p->options.output_size();
     TORCH_CHECK(size[0].has_value() && size[1].has_value(), "sepp: an AdaptiveAvgPool2d of open size has no mirror");

@@ -46,6 +46,7 @@ _LEAVES: Dict[str, type] = {
         nn.Linear,
         nn.ReLU,
         nn.MaxPool2d,
+        nn.AvgPool2d,
         nn.AdaptiveAvgPool2d,
         nn.Flatten,
         nn.Identity,
@@ -63,6 +64,7 @@ _FORWARD_OPTIONS: Dict[str, tuple] = {
     "BatchNorm2d": ("eps", "momentum", "track_running_stats"),
     "ReLU": ("inplace",),
     "MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
     "AdaptiveAvgPool2d": ("output_size",),
     "Flatten": ("start_dim", "end_dim"),
 }
@@ -86,7 +88,7 @@ def wrap(cpp: Any) -> nn.Module:
 def _leaf(cpp: Any, name: str, kwargs: Dict[str, Any]) -> nn.Module:
     """A genuine torch.nn module of class ``name`` holding the C++ module's parameters and buffers."""
     cls = _LEAVES[name]
-    if name == "MaxPool2d":  # square sizes as one int, as timm and torchvision build it (nn.MaxPool2d keeps either)
+    if name in ("MaxPool2d", "AvgPool2d"):  # square sizes as one int, as timm builds them (torch.nn keeps either)
         kwargs = {k: v[0] if isinstance(v, tuple) and len(set(v)) == 1 else v for k, v in kwargs.items()}
     if name in ("Conv2d", "Linear", "BatchNorm2d"):
         kwargs = {**kwargs, "device": "meta"}  # placeholders, replaced by the C++ tensors below

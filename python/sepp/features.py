@@ -87,7 +87,7 @@ class ResNetFeatures(ResNet):
         options["num_classes"] = 0
         super().__init__(*args, **options)
         self.__dict__["out_indices"] = tuple(indices)
-        channels = (64, *self.stage_channels)
+        channels = (self.bn1.num_features, *self.stage_channels)  # the stem's width: 64, or 2 * stem_width
         info = [
             dict(num_chs=c, reduction=r, module=n, index=i)
             for i, (c, r, n) in enumerate(zip(channels, _REDUCTIONS, _MODULES))

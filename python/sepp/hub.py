@@ -18,7 +18,8 @@ from .weights import load_tensors
 
 __all__ = ["load_pretrained", "PUBLISHED"]
 
-# Tags known to exist for each factory (any "owner/repo" in timm's format works).
+# Tags known to exist for each factory (any "owner/repo" in timm's format works); under timm's names, every tag timm
+# lists for the model (timm.list_pretrained).
 PUBLISHED: Dict[str, tuple] = {
     "resnet50": ("timm/resnet50.a1_in1k", "timm/resnet50.tv_in1k"),
     "se_resnet50": ("timm/seresnet50.a1_in1k", "timm/seresnet50.ra2_in1k", "timm/legacy_seresnet50.in1k"),
@@ -26,6 +27,37 @@ PUBLISHED: Dict[str, tuple] = {
     "se_resnet152": ("timm/legacy_seresnet152.in1k",),
     "se_resnext50_32x4d": ("timm/seresnext50_32x4d.racm_in1k", "timm/legacy_seresnext50_32x4d.in1k"),
     "se_resnext101_32x4d": ("timm/seresnext101_32x4d.gluon_in1k", "timm/legacy_seresnext101_32x4d.in1k"),
+    "seresnet50": (
+        "timm/seresnet50.a1_in1k",
+        "timm/seresnet50.a2_in1k",
+        "timm/seresnet50.a3_in1k",
+        "timm/seresnet50.ra2_in1k",
+    ),
+    "seresnet152d": ("timm/seresnet152d.ra2_in1k",),
+    "seresnext26d_32x4d": ("timm/seresnext26d_32x4d.bt_in1k",),
+    "seresnext26t_32x4d": ("timm/seresnext26t_32x4d.bt_in1k",),
+    "seresnext50_32x4d": ("timm/seresnext50_32x4d.gluon_in1k", "timm/seresnext50_32x4d.racm_in1k"),
+    "seresnext101_32x4d": ("timm/seresnext101_32x4d.gluon_in1k",),
+    "seresnext101_32x8d": ("timm/seresnext101_32x8d.ah_in1k",),
+    "seresnext101_64x4d": ("timm/seresnext101_64x4d.gluon_in1k",),
+    "seresnext101d_32x8d": ("timm/seresnext101d_32x8d.ah_in1k",),
+    "seresnextaa101d_32x8d": (
+        "timm/seresnextaa101d_32x8d.ah_in1k",
+        "timm/seresnextaa101d_32x8d.sw_in12k",
+        "timm/seresnextaa101d_32x8d.sw_in12k_ft_in1k",
+        "timm/seresnextaa101d_32x8d.sw_in12k_ft_in1k_288",
+    ),
+    "seresnextaa201d_32x8d": ("timm/seresnextaa201d_32x8d.sw_in12k", "timm/seresnextaa201d_32x8d.sw_in12k_ft_in1k_384"),
+    "senet154": ("timm/senet154.gluon_in1k",),
+    "legacy_senet154": ("timm/legacy_senet154.in1k",),
+    "legacy_seresnet18": ("timm/legacy_seresnet18.in1k",),
+    "legacy_seresnet34": ("timm/legacy_seresnet34.in1k",),
+    "legacy_seresnet50": ("timm/legacy_seresnet50.in1k",),
+    "legacy_seresnet101": ("timm/legacy_seresnet101.in1k",),
+    "legacy_seresnet152": ("timm/legacy_seresnet152.in1k",),
+    "legacy_seresnext26_32x4d": ("timm/legacy_seresnext26_32x4d.in1k",),
+    "legacy_seresnext50_32x4d": ("timm/legacy_seresnext50_32x4d.in1k",),
+    "legacy_seresnext101_32x4d": ("timm/legacy_seresnext101_32x4d.in1k",),
 }
 
 _CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "num_classes", "license")

@@ -126,7 +126,7 @@ def optimize_for_inference(
             f"optimize_for_inference: expected dtype torch.float32, torch.bfloat16, torch.float16 or "
             f"torch.float64, got {dtype}"
         )
-    weight = model.conv1.weight
+    weight = next(model.parameters())  # the stem's first convolution
     impl = _C.optimize_for_inference(
         model._cpp,
         _DTYPES[dtype] if dtype is not None else "",

@@ -103,7 +103,7 @@ class ResNet(_OptionsModule):
         return self._sepp_forward(self._cpp.forward, x)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem (conv1, bn1, ReLU, max pool): [N, in_chans, H, W] -> [N, 64, H/4, W/4]."""
+        """The stem (conv1, bn1, ReLU, pool): [N, in_chans, H, W] -> [N, 64 (2 * stem_width when deep), H/4, W/4]."""
         from . import _twin
 
         if _twin.tracing():

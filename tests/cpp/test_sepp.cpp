@@ -109,7 +109,7 @@ TEST(Weights, BadFileThrowsAndLeavesTheModelUnchanged) {
     f << "\x05\x00";
   }
   auto m = small_model();
-  const auto before = m->conv1->weight.clone();
+  const auto before = m->stem_conv().weight.clone();
   try {
     sepp::load_weights(*m, path);
     FAIL() << "expected c10::ValueError";
@@ -118,11 +118,11 @@ TEST(Weights, BadFileThrowsAndLeavesTheModelUnchanged) {
     EXPECT_NE(what.find(path), std::string::npos);
     EXPECT_NE(what.find("truncated file"), std::string::npos);
   }
-  EXPECT_TRUE(torch::equal(before, m->conv1->weight));
+  EXPECT_TRUE(torch::equal(before, m->stem_conv().weight));
   auto other = sepp::resnet18();
   sepp::save_weights(*other, path);
   EXPECT_THROW(sepp::load_weights(*m, path), c10::ValueError);  // another model's names and shapes
-  EXPECT_TRUE(torch::equal(before, m->conv1->weight));
+  EXPECT_TRUE(torch::equal(before, m->stem_conv().weight));
   std::remove(path.c_str());
 }
 
@@ -155,8 +155,8 @@ TEST(Clone, IsDeepAndEqual) {
   torch::NoGradGuard ng;
   auto x = torch::randn({1, 3, 32, 32});
   EXPECT_TRUE(torch::equal(m->forward(x), c->forward(x)));
-  c->conv1->weight.add_(1.0);
-  EXPECT_FALSE(torch::equal(m->conv1->weight, c->conv1->weight));
+  c->stem_conv().weight.add_(1.0);
+  EXPECT_FALSE(torch::equal(m->stem_conv().weight, c->stem_conv().weight));
 }
 
 TEST(OptimizeForInference, MatchesEagerAndChecksInput) {

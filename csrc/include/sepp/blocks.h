@@ -6,6 +6,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -31,8 +32,14 @@ struct SEPP_API BlockOptions {
   TORCH_ARG(SEBlockOptions, se_options) = SEBlockOptions();
   TORCH_ARG(std::string, se_strategy) = "standard";
   TORCH_ARG(bool, relu_before_se) = false;
+  TORCH_ARG(int64_t, reduce_first) = 1;
+  TORCH_ARG(std::string, aa_layer) = "";
+  TORCH_ARG(bool, avg_down) = false;
+  TORCH_ARG(int64_t, down_kernel_size) = 1;
 
  public:
+  /// Whether the block downsamples through its aa layer (aa_layer set and stride 2).
+  bool use_aa() const { return !aa_layer_.empty() && stride_ == 2; }
   void validate(int64_t expansion, const char* who) const;
 
   /// The options by name: f(name, field, kind, doc) for each, in the order of the Python constructor's arguments,
@@ -54,6 +61,15 @@ struct SEPP_API BlockOptions {
       "the block's input), 'post' (after the sum and its ReLU) or 'identity' (on the shortcut)");
     f("relu_before_se", o.relu_before_se_, OptionKind::Plain,
       "a ReLU on the residual branch's output before its SE block (timm's legacy SE-ResNet-18/34 basic block)");
+    f("reduce_first", o.reduce_first_, OptionKind::Plain,
+      "the first convolution outputs the block's width divided by this (SENet-154: 2)");
+    f("aa_layer", o.aa_layer_, OptionKind::Plain,
+      "'' or 'avgpool': with stride 2, the strided 3x3 runs at stride 1 and a 2x2/2 average pool (`aa`) follows "
+      "its ReLU");
+    f("avg_down", o.avg_down_, OptionKind::Plain,
+      "the downsample as a 2x2 average pool (ceil mode, padding not counted), a 1x1 convolution and BN");
+    f("down_kernel_size", o.down_kernel_size_, OptionKind::Plain,
+      "1 or 3: the kernel of a strided downsample convolution (a stride-1 downsample is 1x1)");
   }
 };
 
@@ -78,11 +94,14 @@ class SEPP_API BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   // Children in timm's order: conv1, bn1, drop_block, act1, aa, conv2, bn2, se, act2, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
-  /// Identities, where timm has DropBlock and anti-aliasing (both off in the SE-ResNets).
-  torch::nn::Identity drop_block{nullptr}, aa{nullptr};
+  /// An identity, where timm has DropBlock (off in the SE-ResNets).
+  torch::nn::Identity drop_block{nullptr};
+  /// torch::nn::AvgPool2d (2x2/2) when use_aa(), else torch::nn::Identity.
+  torch::nn::AnyModule aa;
   /// act2 (in place) follows the sum.
   torch::nn::ReLU act1{nullptr}, act2{nullptr};
-  /// 1x1 convolution + BN when the stride or the width changes, else empty (the identity).
+  /// When the stride or the width changes: convolution + BN, or with avg_down average pool (an Identity at stride
+  /// 1) + 1x1 convolution + BN; else empty (the identity).
   torch::nn::Sequential downsample{nullptr};
   SEBlock se{nullptr};
   /// The ReLU after the sum.
@@ -111,7 +130,8 @@ class SEPP_API BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
   // Children in timm's order: conv1, bn1, act1, conv2, bn2, drop_block, act2, aa, conv3, bn3, se, act3, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Identity drop_block{nullptr}, aa{nullptr};
+  torch::nn::Identity drop_block{nullptr};
+  torch::nn::AnyModule aa;
   /// act3 (in place) follows the sum.
   torch::nn::ReLU act1{nullptr}, act2{nullptr}, act3{nullptr};
   torch::nn::Sequential downsample{nullptr};

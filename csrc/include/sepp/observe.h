@@ -15,6 +15,7 @@
 #include <sepp/export.h>
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
@@ -73,6 +74,11 @@ SEPP_API torch::Tensor sequential_forward(torch::nn::SequentialImpl& seq, const 
 /// The Sequential as an observation point, its children too.
 inline torch::Tensor call_sequential(torch::nn::Sequential& seq, const torch::Tensor& x) {
   return call(*seq, x, [&](const torch::Tensor& t) { return sequential_forward(*seq, t); });
+}
+
+/// An AnyModule's forward as an observation point.
+inline torch::Tensor call_any(torch::nn::AnyModule& m, const torch::Tensor& x) {
+  return call(*m.ptr(), x, [&](const torch::Tensor& t) { return m.forward(t); });
 }
 
 }  // namespace sepp

@@ -39,6 +39,12 @@ struct SEPP_API ResNetOptions {
   TORCH_ARG(bool, relu_before_se) = false;
   TORCH_ARG(bool, zero_init_last) = true;
   TORCH_ARG(bool, stem_pool_ceil_mode) = false;
+  TORCH_ARG(std::string, stem_type) = "";
+  TORCH_ARG(int64_t, stem_width) = 64;
+  TORCH_ARG(bool, avg_down) = false;
+  TORCH_ARG(int64_t, down_kernel_size) = 1;
+  TORCH_ARG(int64_t, block_reduce_first) = 1;
+  TORCH_ARG(std::string, aa_layer) = "";
   TORCH_ARG(double, drop_rate) = 0.0;
 
  public:
@@ -48,6 +54,8 @@ struct SEPP_API ResNetOptions {
     return *this;
   }
   void validate() const;
+  /// Channels of the stem's output (layer1's input): 64 for the 7x7 stem, 2 * stem_width for the deep stems.
+  int64_t stem_channels() const { return stem_type_.empty() ? 64 : 2 * stem_width_; }
 
   /// The options by name: f(name, field, kind, doc) for each, in the order of the Python constructor's arguments,
   /// the SE blocks' options flattened in (see SEBlockOptions::visit). `se_stages` is `se` in Python.
@@ -72,6 +80,21 @@ struct SEPP_API ResNetOptions {
       "initialise the last BN of each residual branch to zero (as timm), so every block starts as the identity");
     f("stem_pool_ceil_mode", o.stem_pool_ceil_mode_, OptionKind::Plain,
       "the stem's 3x3/2 max pool without padding, rounding its output size up (original Caffe SENet, Cadene's port)");
+    f("stem_type", o.stem_type_, OptionKind::Plain,
+      "'' (one 7x7/2 convolution), 'deep' (three 3x3 convolutions of stem_width, stem_width and 2 * stem_width "
+      "channels; timm's c/d/e/s variants and SENet-154) or 'deep_tiered' (3 * (stem_width // 4), stem_width, "
+      "2 * stem_width; timm's t variants); a deep stem's conv1 is a Sequential (conv1.0, conv1.1, ..., conv1.6)");
+    f("stem_width", o.stem_width_, OptionKind::Plain, "the deep stems' width (see stem_type); unused by the 7x7 stem");
+    f("avg_down", o.avg_down_, OptionKind::Plain,
+      "downsample shortcuts as a 2x2 average pool (ceil mode, padding not counted) and a 1x1 convolution of stride 1, "
+      "instead of a 1x1 convolution of stride 2 (timm's d variants)");
+    f("down_kernel_size", o.down_kernel_size_, OptionKind::Plain,
+      "1 or 3: the kernel of a strided downsample convolution (3 in SENet-154; stride-1 downsamples stay 1x1)");
+    f("block_reduce_first", o.block_reduce_first_, OptionKind::Plain,
+      "a block's first convolution outputs its width divided by this (2 in SENet-154)");
+    f("aa_layer", o.aa_layer_, OptionKind::Plain,
+      "'' or 'avgpool': anti-aliased downsampling as timm's aa models: a strided block's 3x3 runs at stride 1 and a "
+      "2x2/2 average pool (the block's `aa`) follows its ReLU; the stem's max pool becomes a 2x2/2 average pool");
     f("drop_rate", o.drop_rate_, OptionKind::Plain, "dropout probability before the classifier (training only)");
   }
 };
@@ -87,7 +110,7 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
 
   /// [N, in_chans, H, W] -> logits [N, num_classes] (or pooled features [N, num_features] when num_classes == 0).
   torch::Tensor forward(const torch::Tensor& x);
-  /// The stem (conv1, bn1, ReLU, max pool): [N, in_chans, H, W] -> [N, 64, H/4, W/4].
+  /// The stem (conv1, bn1, ReLU, pool): [N, in_chans, H, W] -> [N, stem_channels, H/4, W/4].
   torch::Tensor forward_stem(const torch::Tensor& x);
   /// Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32].
   torch::Tensor forward_features(const torch::Tensor& x);
@@ -105,13 +128,19 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   int64_t num_features() const { return num_features_; }
   /// Channels of each stage's output.
   std::vector<int64_t> stage_channels() const;
+  /// The stem's first convolution (conv1, or conv1.0 of a deep stem): its weight has the model's device and dtype.
+  torch::nn::Conv2dImpl& stem_conv() const;
 
   ResNetOptions options;
   // Children in timm's order: conv1, bn1, act1, maxpool, layer1..layer4, global_pool, fc.
+  /// The 7x7/2 stem convolution, registered as conv1; null with a deep stem.
   torch::nn::Conv2d conv1{nullptr};
+  /// A deep stem (Conv2d, BatchNorm2d, ReLU, Conv2d, BatchNorm2d, ReLU, Conv2d), registered as conv1 in conv1's place.
+  torch::nn::Sequential deep_conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::ReLU act1{nullptr};
-  torch::nn::MaxPool2d maxpool{nullptr};
+  /// torch::nn::MaxPool2d (3x3/2), or torch::nn::AvgPool2d (2x2/2) with aa_layer.
+  torch::nn::AnyModule maxpool;
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   /// pool (global average, to 1x1) and flatten, as timm's SelectAdaptivePool2d.
   torch::nn::Sequential global_pool{nullptr};
@@ -126,6 +155,8 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   void check_image(const torch::Tensor& x, int64_t depth = 4) const;
   /// conv1, bn1, act1, maxpool, unchecked.
   torch::Tensor stem(const torch::Tensor& x);
+  /// conv1 (or deep_conv1), bn1, act1, unchecked.
+  torch::Tensor stem_act(const torch::Tensor& x);
   int64_t num_features_ = 0;
 };
 
