@@ -41,7 +41,16 @@ from ..testing import randomize_norms_
 from .common import ALL_KINDS, DTYPES, SCHEMA, TOLERANCE, TRAIN_LR, error_line, is_train
 from .contenders import Contender, build_contenders, train_labels
 from .kernels import measure_kernels
-from .report import kernel_table, machine_info, machine_slug, markdown_table, se_overhead, versions, write_chart
+from .report import (
+    hook_cost,
+    kernel_table,
+    machine_info,
+    machine_slug,
+    markdown_table,
+    se_overhead,
+    versions,
+    write_chart,
+)
 from .timing import Result, add_ratios, measure_rounds, prepare
 
 
@@ -207,6 +216,7 @@ def run(
         },
         "results": [dataclasses.asdict(r) for r in results],
         "se_overhead": se_overhead(results),
+        "hook_cost": hook_cost(results),
         "notes": args.notes,
     }
     if args.train:
@@ -247,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"({s['warmup']} warm-up runs per round)\n"
     )
     print(markdown_table([Result(**r) for r in report["results"]]))
-    for line in report["se_overhead"] + report["notes"]:
+    for line in report["se_overhead"] + report["hook_cost"] + report["notes"]:
         print("\n" + line)
     if "kernels" in report:
         print("\nSE kernels (channels_last; median time per call; floor: the bytes at the copy bandwidth)\n")

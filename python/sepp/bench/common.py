@@ -11,6 +11,8 @@ CONTENDER_KINDS = (
     "sepp",
     "sepp-optimized",
     "sepp-cpp",
+    "sepp-compiled",
+    "sepp-unhooked",
     "se-overhead",
     "reference",
     "timm",

@@ -95,6 +95,27 @@ def train_step_runner(
     return step
 
 
+def _compile(m: torch.nn.Module, device: torch.device) -> Callable[..., Any]:
+    """CPU: inductor with freezing (the weights become constants); CUDA: max-autotune."""
+    import torch._inductor.config as inductor_config
+
+    if device.type == "cpu":
+        inductor_config.freezing = True
+        return torch.compile(m)
+    return torch.compile(m, mode="max-autotune")
+
+
+class _CppForward:
+    """Calls a sepp model's C++ module directly (``model._cpp.forward``), holding the model so its tensors live."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.forward = model._cpp.forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
 class Setups:
     """The set-up functions of the built-in contenders, on one comparison's shared weights (``state``, of
     ``args.model``), input ``x`` and training labels; ``workdir`` holds the files of the external contenders."""
@@ -189,6 +210,22 @@ class Setups:
             sepp.optimize_for_inference(m, dtype=DTYPES[dtype], input_size=[n, 3, h, w]), dtype, "channels_last"
         )
 
+    def sepp_unhooked(self, name: str, dtype: str) -> Callable[[], Any]:
+        """The C++ forward called directly, past the Python face's hook bookkeeping (sepp._hooks.sync): beside the
+        ``sepp`` row of the same layout it shows what hook support costs a model that has no hooks."""
+        m = self.sepp_model(name, dtype, "channels_last")
+        return self.runner(_CppForward(m), dtype, "channels_last")
+
+    def sepp_compiled(self, dtype: str) -> Callable[[], Any]:
+        """``torch.compile`` of the sepp model, as :meth:`compiled` compiles the reference: Dynamo traces a sepp
+        model through ``sepp.reference`` over the model's own tensors (``sepp._twin``)."""
+        return self.runner(
+            _compile(self.sepp_model(self.args.model, "float32", "nchw"), self.device),
+            dtype,
+            "nchw",
+            autocast=dtype != "float32",
+        )
+
     def sepp_cpp(self, dtype: str, optimize: bool) -> Tuple[List[float], torch.Tensor]:
         return run_sepp_bench(self.args, self.state, self.x, dtype, self.workdir, optimize)
 
@@ -204,15 +241,7 @@ class Setups:
     def compiled(self, dtype: str) -> Callable[[], Any]:
         """``torch.compile`` of the float32 reference (CPU: inductor with freezing; CUDA: max-autotune), under
         autocast for a reduced dtype."""
-        import torch._inductor.config as inductor_config
-
-        m = self.reference_model()
-        if self.device.type == "cpu":
-            inductor_config.freezing = True
-            compiled = torch.compile(m)
-        else:
-            compiled = torch.compile(m, mode="max-autotune")
-        return self.runner(compiled, dtype, "nchw", autocast=dtype != "float32")
+        return self.runner(_compile(self.reference_model(), self.device), dtype, "nchw", autocast=dtype != "float32")
 
     def onnxruntime(self, dtype: str) -> Callable[[], Any]:
         return onnxruntime_setup(self.args, self.x, dtype, self.workdir, self.reference_model)
@@ -266,6 +295,28 @@ def build_contenders(
                 functools.partial(s.sepp_optimized, model, dtype),
                 model=model,
                 baseline=True,
+            )
+        )
+        rows.append(
+            Contender(
+                "sepp, C++ forward without hook bookkeeping",
+                "sepp-unhooked",
+                dtype,
+                "channels_last",
+                functools.partial(s.sepp_unhooked, model, dtype),
+                model=model,
+                note="the Python face's hook bookkeeping left out; ratio to sepp channels_last",
+                compare_to="sepp",
+            )
+        )
+        rows.append(
+            Contender(
+                f"sepp compiled (torch.compile, {how}{', autocast' if low else ''})",
+                "sepp-compiled",
+                dtype,
+                "nchw",
+                functools.partial(s.sepp_compiled, dtype),
+                model=model,
             )
         )
         for optimize in (False, True):

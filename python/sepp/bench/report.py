@@ -129,6 +129,25 @@ def se_overhead(results: List[Result]) -> List[str]:
     return out
 
 
+def hook_cost(results: List[Result]) -> List[str]:
+    """One line per timed sepp-unhooked row: the sepp model's median (the Python face, which checks for hooks at
+    each call) against its C++ forward called directly, in the same dtype and layout."""
+    out = []
+    for o in results:
+        if o.kind == "sepp-unhooked" and o.median_ms:
+            face = [
+                r
+                for r in results
+                if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout and r.median_ms
+            ]
+            if face:
+                out.append(
+                    f"Hook support with no hooks ({o.dtype}, {o.layout}): sepp {face[0].median_ms:.2f} ms vs its C++ "
+                    f"forward {o.median_ms:.2f} ms = {100 * (face[0].median_ms / o.median_ms - 1):+.1f}%"
+                )
+    return out
+
+
 def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]:
     """A horizontal bar chart of the timed rows' medians (sepp red, SE overhead orange, the others blue) as a PNG
     at ``path``; None when matplotlib is not installed or nothing was timed."""
@@ -146,7 +165,7 @@ def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]
     labels = [f"{r.name} [{r.dtype}, {r.layout}]" for r in rows]
     colors = [
         "tab:red"
-        if r.kind in ("sepp", "sepp-optimized", "sepp-cpp", "train-sepp")
+        if r.kind in ("sepp", "sepp-optimized", "sepp-cpp", "sepp-compiled", "sepp-unhooked", "train-sepp")
         else "tab:orange"
         if r.kind == "se-overhead"
         else "tab:blue"
