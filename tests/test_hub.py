@@ -76,6 +76,9 @@ def run_offline(tmp_path, *args):
     [
         ("se_resnet50", "timm/seresnet50.a1_in1k", "seresnet50"),
         ("se_resnet50", "timm/legacy_seresnet50.in1k", "legacy_seresnet50"),
+        ("seresnext26t_32x4d", "timm/seresnext26t_32x4d.bt_in1k", "seresnext26t_32x4d"),
+        ("legacy_seresnext26_32x4d", "timm/legacy_seresnext26_32x4d.in1k", "legacy_seresnext26_32x4d"),
+        ("legacy_senet154", "timm/legacy_senet154.in1k", "legacy_senet154"),
     ],
 )
 def test_pretrained_from_the_offline_hub_cache(tmp_path, name, repo, arch):
@@ -92,6 +95,18 @@ def test_pretrained_from_the_offline_hub_cache(tmp_path, name, repo, arch):
     cfg = got["cfg"]
     assert cfg["hf_hub_id"] == repo and cfg["architecture"] == arch
     assert cfg["input_size"] == [3, 224, 224] and cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.95
+
+
+def test_every_timm_name_lists_every_checkpoint_timm_publishes_for_it():
+    timm = pytest.importorskip("timm")
+    import sepp
+    from sepp.hub import PUBLISHED
+
+    timm_names = [n for n in sepp.model_names() if n in timm.list_models() and not n.startswith("resnet")]
+    assert len(timm_names) == 29
+    for name in timm_names:
+        tags = tuple(f"timm/{t}" for t in timm.list_pretrained(f"{name}.*"))
+        assert PUBLISHED.get(name, ()) == tags, name
 
 
 def test_pretrained_with_another_num_classes_gets_a_fresh_head(tmp_path):

@@ -66,7 +66,12 @@ def check_train_and_eval(ours, theirs, x, seed_dropout=False):
         assert rel_err(ours(x), theirs(x)) < TOL64
 
 
-@pytest.mark.parametrize("name", sepp.model_names())
+# sepp's own names, in training mode too; the timm names (up to 150M parameters) are held to timm in eval mode in
+# test_family.py, and their options to the reference in training mode on small networks below.
+OWN_NAMES = [n for n in sepp.model_names() if n.startswith(("resnet", "se_"))]
+
+
+@pytest.mark.parametrize("name", OWN_NAMES)
 def test_factory_matches_reference_float64(name):
     ours, theirs = make_pair(name)
     # 64x64 keeps layer4 at 2x2: at 1x1 with batch 2, training-mode BN makes the deep nets so ill-conditioned that
@@ -109,13 +114,39 @@ def test_se_strategies_match_reference(base, strategy):
         dict(zero_init_last=False, in_chans=1),
         dict(num_classes=0),
         dict(stem_pool_ceil_mode=True, stride_in_1x1=True),
+        dict(stem_type="deep", stem_width=16, avg_down=True),
+        dict(stem_type="deep_tiered", stem_width=16, in_chans=2),
+        dict(stem_type="deep", stem_width=8, aa_layer="avgpool", avg_down=True),
+        dict(aa_layer="avgpool"),
+        dict(down_kernel_size=3, block_reduce_first=2, groups=4, width_per_group=8),
+        dict(stem_type="deep", stem_width=32, down_kernel_size=3, block_reduce_first=2, stem_pool_ceil_mode=True),
     ],
-    ids=["se_per_stage", "stride_in_1x1", "resnext", "in_chans1", "no_classifier", "caffe_stem"],
+    ids=[
+        "se_per_stage",
+        "stride_in_1x1",
+        "resnext",
+        "in_chans1",
+        "no_classifier",
+        "caffe_stem",
+        "deep_stem_avg_down",
+        "tiered_stem",
+        "anti_aliased_d",
+        "anti_aliased",
+        "senet154_blocks",
+        "legacy_senet154_stem",
+    ],
 )
 def test_resnet_options_match_reference(opts):
     ours, theirs = make_pair({**SMALL_BOTTLENECK, **opts})
     x = torch.randn(2, opts.get("in_chans", 3), 64, 64, dtype=torch.float64)
     check_train_and_eval(ours, theirs, x)
+
+
+@pytest.mark.parametrize("reduce_first", [1, 2])
+def test_basic_block_options_match_reference(reduce_first):
+    opts = dict(aa_layer="avgpool", block_reduce_first=reduce_first, avg_down=True, stem_type="deep", stem_width=8)
+    ours, theirs = make_pair({**SMALL_BASIC, **opts})
+    check_train_and_eval(ours, theirs, torch.randn(2, 3, 64, 64, dtype=torch.float64))
 
 
 def test_dropout_before_classifier_matches_reference_with_same_rng():

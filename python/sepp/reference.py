@@ -3,6 +3,10 @@
 Same classes, options, factories and state_dict keys as the C++-backed :mod:`sepp` models, written with nothing but
 ``torch.nn``, following the paper (Hu et al., "Squeeze-and-Excitation Networks", arXiv 1709.01507) and timm's layout.
 The tests hold sepp to this module in float64.
+
+:data:`CONFIGS` names sepp's models and every timm SE-ResNet under its timm name: resnet.py's ``seresnet*``,
+``seresnext*`` and ``senet154`` (their deep stems, average-pool downsamples and anti-aliasing are options), and
+senet.py's ``legacy_*`` ports of the Caffe SENets (in the names :mod:`sepp.convert` gives their checkpoints).
 """
 
 from __future__ import annotations
@@ -14,31 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "SEBlock",
-    "BasicBlock",
-    "Bottleneck",
-    "ResNet",
-    "create_model",
-    "model_names",
-    "CONFIGS",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "se_resnet18",
-    "se_resnet34",
-    "se_resnet50",
-    "se_resnet101",
-    "se_resnet152",
-    "se_resnext50_32x4d",
-    "se_resnext101_32x4d",
-]
+__all__ = ["SEBlock", "BasicBlock", "Bottleneck", "ResNet", "create_model", "model_names", "CONFIGS"]
 
 _SQUEEZES = ("avg", "max", "avgmax")
 _GATES = ("sigmoid", "hard_sigmoid", "tanh")
 _STRATEGIES = ("standard", "pre", "post", "identity")
+_STEMS = ("", "deep", "deep_tiered")
+_AA_LAYERS = ("", "avgpool")
 
 
 def reduced_channels(
@@ -106,8 +92,43 @@ class SEBlock(nn.Module):
 class _Block(nn.Module):
     expansion = 1
 
+    @staticmethod
+    def _check_options(
+        who: str,
+        stride: int,
+        stride_in_1x1: bool,
+        reduce_first: int,
+        aa_layer: str,
+        avg_down: bool,
+        down_kernel_size: int,
+    ) -> bool:
+        """Validates the block options shared by both blocks; returns whether the block anti-aliases (use_aa)."""
+        if reduce_first < 1:
+            raise ValueError(f"{who}: expected reduce_first >= 1, got {reduce_first}")
+        if aa_layer not in _AA_LAYERS:
+            raise ValueError(f"{who}: expected aa_layer to be one of {_AA_LAYERS}, got {aa_layer!r}")
+        if down_kernel_size not in (1, 3):
+            raise ValueError(f"{who}: expected down_kernel_size 1 or 3, got {down_kernel_size}")
+        if avg_down and down_kernel_size != 1:
+            raise ValueError(
+                f"{who}: avg_down's downsample convolution is 1x1, got down_kernel_size {down_kernel_size}"
+            )
+        # timm anti-aliases only a stride-2 block: its strided 3x3 runs at stride 1, then a 2x2/2 average pool
+        use_aa = aa_layer == "avgpool" and stride == 2
+        if use_aa and stride_in_1x1:
+            raise ValueError(f"{who}: aa_layer follows the strided 3x3, so it cannot be combined with stride_in_1x1")
+        return use_aa
+
     def _finish_init(
-        self, inplanes: int, outplanes: int, stride: int, se: bool, se_strategy: str, se_kwargs: Dict[str, Any]
+        self,
+        inplanes: int,
+        outplanes: int,
+        stride: int,
+        se: bool,
+        se_strategy: str,
+        se_kwargs: Dict[str, Any],
+        avg_down: bool,
+        down_kernel_size: int,
     ) -> None:
         if se_strategy not in _STRATEGIES:
             raise ValueError(f"expected se_strategy to be one of {_STRATEGIES}, got {se_strategy!r}")
@@ -115,9 +136,24 @@ class _Block(nn.Module):
         self.se = SEBlock(inplanes if se_strategy == "pre" else outplanes, **se_kwargs) if se else None
         self.downsample = None
         if stride != 1 or inplanes != outplanes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes)
-            )
+            if avg_down:
+                # ResNet-D: average-pool first (ceil mode, padding not counted), then a 1x1 convolution of stride 1,
+                # so the shortcut sees every input pixel instead of one in four.
+                pool = (
+                    nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
+                )
+                self.downsample = nn.Sequential(
+                    pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), nn.BatchNorm2d(outplanes)
+                )
+            else:
+                # A stride-1 downsample (a width change only) stays 1x1 whatever down_kernel_size says, as in timm
+                # (SENet-154's layer1); a 3x3 one is padded by 1.
+                k = 1 if stride == 1 else down_kernel_size
+                pad = ((stride - 1) + (k - 1)) // 2
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, outplanes, k, stride=stride, padding=pad, bias=False),
+                    nn.BatchNorm2d(outplanes),
+                )
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -166,13 +202,25 @@ class BasicBlock(_Block):
         se_bias: bool = True,
         se_strategy: str = "standard",
         relu_before_se: bool = False,
+        reduce_first: int = 1,
+        aa_layer: str = "",
+        avg_down: bool = False,
+        down_kernel_size: int = 1,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock: expected groups = 1 and base_width = 64, got {groups}, {base_width}")
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        use_aa = self._check_options(
+            "BasicBlock", stride, stride_in_1x1, reduce_first, aa_layer, avg_down, down_kernel_size
+        )
+        first = planes // reduce_first
+        if first < 1:
+            raise ValueError(f"BasicBlock: planes / reduce_first leaves no channels ({planes} // {reduce_first})")
+        # The first 3x3 strides, unless the aa pool after its ReLU does.
+        self.conv1 = nn.Conv2d(inplanes, first, 3, stride=1 if use_aa else stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(first)
+        self.aa = nn.AvgPool2d(2) if use_aa else nn.Identity()
+        self.conv2 = nn.Conv2d(first, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self._finish_init(
             inplanes,
@@ -181,11 +229,13 @@ class BasicBlock(_Block):
             se,
             se_strategy,
             _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias),
+            avg_down,
+            down_kernel_size,
         )
         self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return self.bn2(self.conv2(self.aa(F.relu(self.bn1(self.conv1(x))))))
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -211,15 +261,27 @@ class Bottleneck(_Block):
         se_bias: bool = True,
         se_strategy: str = "standard",
         relu_before_se: bool = False,
+        reduce_first: int = 1,
+        aa_layer: str = "",
+        avg_down: bool = False,
+        down_kernel_size: int = 1,
     ) -> None:
         super().__init__()
+        use_aa = self._check_options(
+            "Bottleneck", stride, stride_in_1x1, reduce_first, aa_layer, avg_down, down_kernel_size
+        )
         width = int(planes * (base_width / 64.0)) * groups
+        first = width // reduce_first  # SENet-154's first 1x1 halves the width (reduce_first = 2)
+        if first < 1:
+            raise ValueError(f"Bottleneck: the width / reduce_first leaves no channels ({width} // {reduce_first})")
         outplanes = planes * self.expansion
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=s3, padding=1, groups=groups, bias=False)
+        # The stride is on the first 1x1 (Caffe), on the 3x3 (torchvision, timm), or on the aa pool after the 3x3.
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, 1 if use_aa else stride)
+        self.conv1 = nn.Conv2d(inplanes, first, 1, stride=s1, bias=False)
+        self.bn1 = nn.BatchNorm2d(first)
+        self.conv2 = nn.Conv2d(first, width, 3, stride=s3, padding=1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
+        self.aa = nn.AvgPool2d(2) if use_aa else nn.Identity()
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(outplanes)
         self._finish_init(
@@ -229,12 +291,14 @@ class Bottleneck(_Block):
             se,
             se_strategy,
             _se_kwargs(reduction, rd_channels, rd_divisor, squeeze, gate, se_bias),
+            avg_down,
+            down_kernel_size,
         )
         self.relu_before_se = relu_before_se
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.aa(F.relu(self.bn2(self.conv2(out))))
         return self.bn3(self.conv3(out))
 
     def last_bn(self) -> nn.BatchNorm2d:
@@ -264,6 +328,12 @@ class ResNet(nn.Module):
         relu_before_se: bool = False,
         zero_init_last: bool = True,
         stem_pool_ceil_mode: bool = False,
+        stem_type: str = "",
+        stem_width: int = 64,
+        avg_down: bool = False,
+        down_kernel_size: int = 1,
+        block_reduce_first: int = 1,
+        aa_layer: str = "",
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -271,17 +341,48 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: expected block to be 'basic' or 'bottleneck', got {block!r}")
         if len(layers) != 4:
             raise ValueError(f"ResNet: expected 4 stage depths in layers, got {len(layers)}")
+        if stem_type not in _STEMS:
+            raise ValueError(f"ResNet: expected stem_type to be one of {_STEMS}, got {stem_type!r}")
+        if stem_width < (4 if stem_type == "deep_tiered" else 1):
+            raise ValueError(f"ResNet: stem_width {stem_width} is too small for stem_type {stem_type!r}")
+        if aa_layer not in _AA_LAYERS:
+            raise ValueError(f"ResNet: expected aa_layer to be one of {_AA_LAYERS}, got {aa_layer!r}")
+        if aa_layer and stem_pool_ceil_mode:
+            raise ValueError(
+                "ResNet: aa_layer replaces the stem's max pool, so stem_pool_ceil_mode cannot be set with it"
+            )
+        if aa_layer and stride_in_1x1:
+            raise ValueError("ResNet: aa_layer follows the strided 3x3, so it cannot be combined with stride_in_1x1")
         stages = [se] * 4 if isinstance(se, bool) else list(se)
         block_cls = BasicBlock if block == "basic" else Bottleneck
         self.num_classes, self.drop_rate = num_classes, drop_rate
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = (
-            nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
-            if stem_pool_ceil_mode
-            else nn.MaxPool2d(3, stride=2, padding=1)
-        )
-        inplanes = 64
+        # The stem. '': one 7x7/2 convolution to 64 channels. 'deep' (ResNet-C/D, SENet-154) and 'deep_tiered'
+        # (timm's "t"): three 3x3 convolutions, the first of stride 2, to 2 * stem_width channels, as one Sequential
+        # conv1 (its ReLUs are children 2 and 5; the third convolution's BN and ReLU are bn1 and the stem's ReLU).
+        if stem_type:
+            first = 3 * (stem_width // 4) if stem_type == "deep_tiered" else stem_width
+            inplanes = 2 * stem_width
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(in_chans, first, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(first),
+                nn.ReLU(),
+                nn.Conv2d(first, stem_width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(),
+                nn.Conv2d(stem_width, inplanes, 3, padding=1, bias=False),
+            )
+        else:
+            inplanes = 64
+            self.conv1 = nn.Conv2d(in_chans, inplanes, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        # The stem's pool, named maxpool whatever it is: 3x3/2 max pool (padded by 1, or unpadded in ceil mode as in
+        # Caffe), or with aa_layer a 2x2/2 average pool.
+        if aa_layer:
+            self.maxpool: nn.Module = nn.AvgPool2d(2)
+        elif stem_pool_ceil_mode:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
             blocks = []
             for j in range(depth):
@@ -302,6 +403,10 @@ class ResNet(nn.Module):
                         se_bias=se_bias,
                         se_strategy=se_strategy,
                         relu_before_se=relu_before_se,
+                        reduce_first=block_reduce_first,
+                        aa_layer=aa_layer,
+                        avg_down=avg_down,
+                        down_kernel_size=down_kernel_size,
                     )
                 )
                 inplanes = planes * block_cls.expansion
@@ -351,6 +456,51 @@ def _resnet(block: str, layers: Sequence[int], **kw: Any) -> Dict[str, Any]:
     return dict(block=block, layers=tuple(layers), **kw)
 
 
+def _resnext(layers: Sequence[int], groups: int, width_per_group: int, **kw: Any) -> Dict[str, Any]:
+    return _resnet("bottleneck", layers, groups=groups, width_per_group=width_per_group, **kw)
+
+
+# The variants are options over a base model: the helpers below add them, so each table row reads as timm's name.
+
+
+def _timm_se(config: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's resnet.py SE models: SE in every block, C / 16 rounded to a multiple of 8 (at least 8)."""
+    return {**config, "se": True, "rd_divisor": 8}
+
+
+def _d(config: Dict[str, Any], stem_width: int = 32) -> Dict[str, Any]:
+    """timm's "d": the deep 3x3 stem (stem_width, stem_width, 2 * stem_width) and average-pool downsampling."""
+    return {**config, "stem_type": "deep", "stem_width": stem_width, "avg_down": True}
+
+
+def _t(config: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's "t": "d" with the tiered stem (24, 32, 64 channels)."""
+    return {**config, "stem_type": "deep_tiered", "stem_width": 32, "avg_down": True}
+
+
+def _aa(config: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's "aa": anti-aliased downsampling, a 2x2/2 average pool after each strided 3x3 and in the stem."""
+    return {**config, "aa_layer": "avgpool"}
+
+
+def _senet154() -> Dict[str, Any]:
+    """SENet-154: 64x4d bottlenecks whose first 1x1 halves the width, the deep stem of 64, 64, 128 channels and 3x3
+    downsample convolutions."""
+    return _resnext((3, 8, 36, 3), 64, 4, stem_type="deep", stem_width=64, down_kernel_size=3, block_reduce_first=2)
+
+
+def _legacy(config: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's senet.py (the original Caffe SENet, in sepp.convert's "timm_legacy" names): SE widths C // 16, the stem's
+    max pool in ceil mode, dropout 0.2 before the classifier; the basic block has a ReLU before its SE block, the
+    SE-ResNet bottleneck strides on its first 1x1 (SE-ResNeXt's and SENet-154's on the 3x3)."""
+    out = {**config, "se": True, "stem_pool_ceil_mode": True, "drop_rate": 0.2}
+    if out["block"] == "basic":
+        out["relu_before_se"] = True
+    elif out.get("groups", 1) == 1:
+        out["stride_in_1x1"] = True
+    return out
+
+
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "resnet18": _resnet("basic", (2, 2, 2, 2)),
     "resnet34": _resnet("basic", (3, 4, 6, 3)),
@@ -364,6 +514,37 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "se_resnet152": _resnet("bottleneck", (3, 8, 36, 3), se=True),
     "se_resnext50_32x4d": _resnet("bottleneck", (3, 4, 6, 3), se=True, groups=32, width_per_group=4),
     "se_resnext101_32x4d": _resnet("bottleneck", (3, 4, 23, 3), se=True, groups=32, width_per_group=4),
+    # timm's names (resnet.py), with timm's SE widths.
+    "seresnet18": _timm_se(_resnet("basic", (2, 2, 2, 2))),
+    "seresnet34": _timm_se(_resnet("basic", (3, 4, 6, 3))),
+    "seresnet50": _timm_se(_resnet("bottleneck", (3, 4, 6, 3))),
+    "seresnet50t": _t(_timm_se(_resnet("bottleneck", (3, 4, 6, 3)))),
+    "seresnet101": _timm_se(_resnet("bottleneck", (3, 4, 23, 3))),
+    "seresnet152": _timm_se(_resnet("bottleneck", (3, 8, 36, 3))),
+    "seresnet152d": _d(_timm_se(_resnet("bottleneck", (3, 8, 36, 3)))),
+    "seresnet200d": _d(_timm_se(_resnet("bottleneck", (3, 24, 36, 3)))),
+    "seresnet269d": _d(_timm_se(_resnet("bottleneck", (3, 30, 48, 8)))),
+    "seresnetaa50d": _aa(_d(_timm_se(_resnet("bottleneck", (3, 4, 6, 3))))),
+    "seresnext26d_32x4d": _d(_timm_se(_resnext((2, 2, 2, 2), 32, 4))),
+    "seresnext26t_32x4d": _t(_timm_se(_resnext((2, 2, 2, 2), 32, 4))),
+    "seresnext50_32x4d": _timm_se(_resnext((3, 4, 6, 3), 32, 4)),
+    "seresnext101_32x4d": _timm_se(_resnext((3, 4, 23, 3), 32, 4)),
+    "seresnext101_32x8d": _timm_se(_resnext((3, 4, 23, 3), 32, 8)),
+    "seresnext101_64x4d": _timm_se(_resnext((3, 4, 23, 3), 64, 4)),
+    "seresnext101d_32x8d": _d(_timm_se(_resnext((3, 4, 23, 3), 32, 8))),
+    "seresnextaa101d_32x8d": _aa(_d(_timm_se(_resnext((3, 4, 23, 3), 32, 8)))),
+    "seresnextaa201d_32x8d": _aa(_d(_timm_se(_resnext((3, 24, 36, 4), 32, 8)), stem_width=64)),
+    "senet154": _timm_se(_senet154()),
+    # timm's legacy names (senet.py).
+    "legacy_seresnet18": _legacy(_resnet("basic", (2, 2, 2, 2))),
+    "legacy_seresnet34": _legacy(_resnet("basic", (3, 4, 6, 3))),
+    "legacy_seresnet50": _legacy(_resnet("bottleneck", (3, 4, 6, 3))),
+    "legacy_seresnet101": _legacy(_resnet("bottleneck", (3, 4, 23, 3))),
+    "legacy_seresnet152": _legacy(_resnet("bottleneck", (3, 8, 36, 3))),
+    "legacy_senet154": _legacy(_senet154()),
+    "legacy_seresnext26_32x4d": _legacy(_resnext((2, 2, 2, 2), 32, 4)),
+    "legacy_seresnext50_32x4d": _legacy(_resnext((3, 4, 6, 3), 32, 4)),
+    "legacy_seresnext101_32x4d": _legacy(_resnext((3, 4, 23, 3), 32, 4)),
 }
 
 
@@ -382,14 +563,11 @@ def _factory(name: str) -> Callable[..., ResNet]:
         return create_model(name, **overrides)
 
     factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = __name__
     factory.__doc__ = f"Reference {name} (pure PyTorch)."
     return factory
 
 
-resnet18, resnet34, resnet50, resnet101, resnet152 = (
-    _factory(n) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-)
-se_resnet18, se_resnet34, se_resnet50, se_resnet101, se_resnet152 = (
-    _factory(n) for n in ("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101", "se_resnet152")
-)
-se_resnext50_32x4d, se_resnext101_32x4d = (_factory(n) for n in ("se_resnext50_32x4d", "se_resnext101_32x4d"))
+# One factory function per name (resnet18, ..., seresnet50, ..., legacy_senet154).
+globals().update({name: _factory(name) for name in CONFIGS})
+__all__ += list(CONFIGS)
