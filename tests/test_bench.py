@@ -157,7 +157,7 @@ def test_sepp_bench_rejects_a_bad_input_file(tmp_path):
 @pytest.mark.parametrize(
     "argv, expect",
     [
-        (["--model", "seresnet50"], "--model: unknown model 'seresnet50'"),
+        (["--model", "seresnet51"], "--model: unknown model 'seresnet51'"),
         (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
         (["--image-size", "8"], "--image-size: expected an integer >= 32, got 8"),
         (
@@ -651,3 +651,15 @@ def test_compare_kernels_checks_each_operator(tmp_path, monkeypatch):
         "se_excite": {("failed", "RuntimeError: no kernel for this")},
         "se_scale": {("ok", "")},
     }
+
+
+TIMM_FAMILY = [n for n in sepp.model_names() if n.startswith(("seres", "senet", "legacy_"))]
+
+
+@pytest.mark.parametrize("name", TIMM_FAMILY)
+def test_sepp_bench_runs_every_timm_name_optimized(tmp_path, name):
+    out = tmp_path / "r.json"
+    p = _run("--model", name, "--image-size", "64", "--iters", "1", "--warmup", "0", "--optimize", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert r["model"] == name and r["results"][0]["iters"] == 1
