@@ -19,7 +19,11 @@ from sepp import _C, _hooks
 
 timm = pytest.importorskip("timm")
 
-PAIRS = [("se_resnet50", "seresnet50", {}), ("se_resnet18", "seresnet18", {"rd_divisor": 8})]
+PAIRS = [
+    ("se_resnet50", "seresnet50", {}),
+    ("se_resnet18", "seresnet18", {"rd_divisor": 8}),
+    ("seresnetaa50d", "seresnetaa50d", {}),  # deep stem, avg_down, aa pools
+]
 TOL = 1e-10  # float64, the same weights: the operators are the same up to summation order
 
 
@@ -473,8 +477,9 @@ ATTRIBUTES = (
 @pytest.mark.parametrize("ours,theirs,kwargs", PAIRS, ids=[p[0] for p in PAIRS])
 def test_the_leaves_are_torch_nn_modules_of_timms_classes_with_timms_attributes(ours, theirs, kwargs):
     m, t = pair(ours, theirs, **kwargs)
-    assert type(m.conv1) is nn.Conv2d and type(m.layer1[0].se.fc1) is nn.Conv2d and type(m.fc) is nn.Linear
-    assert type(m.bn1) is nn.BatchNorm2d and type(m.layer4[0].downsample[1]) is nn.BatchNorm2d
+    stem = m.conv1 if ours != "seresnetaa50d" else m.conv1[0]  # a deep stem's conv1 is a Sequential, as in timm
+    assert type(stem) is nn.Conv2d and type(m.layer1[0].se.fc1) is nn.Conv2d and type(m.fc) is nn.Linear
+    assert type(m.bn1) is nn.BatchNorm2d and type(m.layer4[0].downsample[-1]) is nn.BatchNorm2d
     theirs_by_name = dict(t.named_modules())
     leaves = 0
     inplace_differs = set()
