@@ -104,7 +104,9 @@ def test_autocast_forward_and_backward(tiny, dtype):
     assert y.dtype == dtype
     y.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in tiny.parameters())
-    assert rel_err(y.float(), reference) < 5e-2
+    # Rounding to 8 mantissa bits at every operator: over 12 seeds, bf16 gave 0.02 to 0.058 of the largest logit
+    # (fp16 about eight times less); a wrong operator gives errors of order 1.
+    assert rel_err(y.float(), reference) < 1e-1
 
 
 def test_activation_checkpointing_gives_the_plain_gradients(tiny):
@@ -142,16 +144,17 @@ def test_ema_is_a_separate_copy_that_follows_the_weights(tiny):
 def test_torch_compile_runs_forward_and_backward(tiny):
     import copy
 
+    # float64: training-mode BN over the few values of layer4 (2x2, batch 2) amplifies rounding, so in float32 the
+    # compiled graph's other operator order moved gradients by 1e-5 typically and by 3e-2 once in 12 seeds.
+    tiny.double()
     eager = copy.deepcopy(tiny)
     compiled = torch.compile(tiny)
-    x = torch.randn(2, 3, 64, 64)  # layer4 at 2x2: training-mode BN over more than two values per channel
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     y = compiled(x)
     y.sum().backward()
     eager(x).sum().backward()
-    # The compiled graph is sepp.reference's (tests/test_compile_export.py matches it to 1e-10 in float64); in float32
-    # its other float32 operator order, amplified by training-mode BN over few values, moves gradients by up to ~1e-4.
     for p, q in zip(tiny.parameters(), eager.parameters()):
-        assert rel_err(p.grad, q.grad) <= 1e-3
+        assert rel_err(p.grad, q.grad) <= 1e-10  # 3.6e-14 at worst over 8 seeds
 
 
 def test_convert_sync_batchnorm_cannot_reach_the_cpp_batchnorm(tiny):
