@@ -9,7 +9,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -111,41 +111,38 @@ def kernel_table(kernels: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def se_overhead(results: List[Result]) -> List[str]:
-    """One line per timed se-overhead row: the SE model's median against the same network's without SE."""
+def _pairs(results: List[Result], kind: str) -> List[Tuple[Result, Result]]:
+    """(row, the timed row it names in compare_to, of the same dtype and layout) for each timed row of ``kind``."""
     out = []
     for o in results:
-        if o.kind == "se-overhead" and o.median_ms:
-            se = [
+        if o.kind == kind and o.median_ms:
+            match = [
                 r
                 for r in results
                 if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout and r.median_ms
             ]
-            if se:
-                out.append(
-                    f"SE overhead ({o.compare_to}, {o.dtype}): {se[0].model} {se[0].median_ms:.2f} ms vs "
-                    f"{o.model} {o.median_ms:.2f} ms = {100 * (se[0].median_ms / o.median_ms - 1):+.1f}%"
-                )
+            if match:
+                out.append((o, match[0]))
     return out
+
+
+def se_overhead(results: List[Result]) -> List[str]:
+    """One line per timed se-overhead row: the SE model's median against the same network's without SE."""
+    return [
+        f"SE overhead ({o.compare_to}, {o.dtype}): {se.model} {se.median_ms:.2f} ms vs "
+        f"{o.model} {o.median_ms:.2f} ms = {100 * (se.median_ms / o.median_ms - 1):+.1f}%"
+        for o, se in _pairs(results, "se-overhead")
+    ]
 
 
 def hook_cost(results: List[Result]) -> List[str]:
     """One line per timed sepp-unhooked row: the sepp model's median (the Python face, which checks for hooks at
     each call) against its C++ forward called directly, in the same dtype and layout."""
-    out = []
-    for o in results:
-        if o.kind == "sepp-unhooked" and o.median_ms:
-            face = [
-                r
-                for r in results
-                if r.name == o.compare_to and r.dtype == o.dtype and r.layout == o.layout and r.median_ms
-            ]
-            if face:
-                out.append(
-                    f"Hook support with no hooks ({o.dtype}, {o.layout}): sepp {face[0].median_ms:.2f} ms vs its C++ "
-                    f"forward {o.median_ms:.2f} ms = {100 * (face[0].median_ms / o.median_ms - 1):+.1f}%"
-                )
-    return out
+    return [
+        f"Hook support with no hooks ({o.dtype}, {o.layout}): sepp {face.median_ms:.2f} ms vs its C++ "
+        f"forward {o.median_ms:.2f} ms = {100 * (face.median_ms / o.median_ms - 1):+.1f}%"
+        for o, face in _pairs(results, "sepp-unhooked")
+    ]
 
 
 def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]:
