@@ -109,7 +109,9 @@ def test_excite_keeps_nan_in_the_hidden_layer_like_relu(device, dtype, gate, n):
 def test_excite_backward_in_half_precision_matches_float64(dtype):
     args = excite_inputs(4, 64, 4, "cpu", dtype, grad=True)
     s = se_excite(*args, "sigmoid")
-    g = torch.randn_like(s)
+    # A fixed gradient, as the inputs are: b1's gradient sums 4 terms, whose cancellation for some random g takes the
+    # bf16 error relative to its largest entry to 0.15 (1 in 300 draws; median 0.009).
+    g = torch.randn(s.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(dtype)
     ours = torch.autograd.grad(s, [a for a in args], g)
     ref_args = [a.detach().double().requires_grad_(True) for a in args]
     theirs = torch.autograd.grad(excite_formula(*ref_args, "sigmoid"), ref_args, g.double())
