@@ -40,6 +40,12 @@ void BlockOptions::validate(int64_t expansion, const char* who) const {
         "bottleneck), got groups = ", groups_, ", base_width = ", base_width_);
   }
   parse_se_strategy(se_strategy_);
+  if (preact_) {
+    TORCH_CHECK_VALUE(
+        se_strategy_ == "standard", who, ": preact supports only se_strategy 'standard', got '", se_strategy_, "'");
+    TORCH_CHECK_VALUE(!relu_before_se_, who, ": preact cannot be combined with relu_before_se");
+    TORCH_CHECK_VALUE(aa_layer_.empty(), who, ": preact cannot be combined with aa_layer '", aa_layer_, "'");
+  }
 }
 
 SEStrategy parse_se_strategy(const std::string& name) {
@@ -52,40 +58,53 @@ SEStrategy parse_se_strategy(const std::string& name) {
 
 namespace {
 
-// The SE block, the ReLU after the sum (registered as `act_name`) and the downsample (when the stride or the width
-// changes) of a residual block.
+// The SE block of a residual block whose output has `outplanes` channels.
 template <typename Impl>
-void build_tail(Impl& self, const BlockOptions& o, int64_t outplanes, const char* act_name) {
+void build_se(Impl& self, const BlockOptions& o, int64_t outplanes) {
   self.se = nullptr;
   if (o.se()) {
     auto se_opts = o.se_options();
     se_opts.channels(detail::se_channels(self.se_strategy(), o.inplanes(), outplanes));
     self.se = self.register_module("se", SEBlock(se_opts));
   }
-  self.act_out() = self.register_module(act_name, nn::ReLU(nn::ReLUOptions().inplace(true)));
+}
+
+// The downsample, when the stride or the width changes: convolution + BN, or with avg_down average pool (an
+// Identity at stride 1) + 1x1 convolution + BN; pre-activated, the convolution without its BN.
+template <typename Impl>
+void build_downsample(Impl& self, const BlockOptions& o, int64_t outplanes) {
   self.downsample = nullptr;
-  if (o.stride() != 1 || o.inplanes() != outplanes) {
-    nn::Sequential down;
-    if (o.avg_down()) {
-      if (o.stride() == 1) {
-        down->push_back(nn::Identity());
-      } else {
-        down->push_back(
-            nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(o.stride()).ceil_mode(true).count_include_pad(false)));
-      }
-      down->push_back(nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).bias(false)));
+  if (o.stride() == 1 && o.inplanes() == outplanes) return;
+  nn::Sequential down;
+  if (o.avg_down()) {
+    if (o.stride() == 1) {
+      down->push_back(nn::Identity());
     } else {
-      const int64_t k = o.stride() == 1 ? 1 : o.down_kernel_size();  // a stride-1 downsample is 1x1, as in timm
       down->push_back(
-          nn::Conv2d(
-              nn::Conv2dOptions(o.inplanes(), outplanes, k)
-                  .stride(o.stride())
-                  .padding((o.stride() - 1 + k - 1) / 2)
-                  .bias(false)));
+          nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(o.stride()).ceil_mode(true).count_include_pad(false)));
     }
-    down->push_back(nn::BatchNorm2d(outplanes));
-    self.downsample = self.register_module("downsample", down);
+    down->push_back(nn::Conv2d(nn::Conv2dOptions(o.inplanes(), outplanes, 1).bias(false)));
+  } else {
+    const int64_t k = o.stride() == 1 ? 1 : o.down_kernel_size();  // a stride-1 downsample is 1x1, as in timm
+    down->push_back(
+        nn::Conv2d(
+            nn::Conv2dOptions(o.inplanes(), outplanes, k)
+                .stride(o.stride())
+                .padding((o.stride() - 1 + k - 1) / 2)
+                .bias(false)));
   }
+  if (!o.preact()) {
+    down->push_back(nn::BatchNorm2d(outplanes));
+  }
+  self.downsample = self.register_module("downsample", down);
+}
+
+// The SE block, the ReLU after the sum (registered as `act_name`) and the downsample of a post-activation block.
+template <typename Impl>
+void build_tail(Impl& self, const BlockOptions& o, int64_t outplanes, const char* act_name) {
+  build_se(self, o, outplanes);
+  self.act_out() = self.register_module(act_name, nn::ReLU(nn::ReLUOptions().inplace(true)));
+  build_downsample(self, o, outplanes);
 }
 
 // The block's `aa`: a 2x2/2 average pool after its strided 3x3 (which then runs at stride 1), else an identity.
@@ -110,6 +129,9 @@ void pretty_print_block(std::ostream& stream, const char* name, const BlockOptio
   }
   if (o.avg_down()) {
     stream << ", avg_down=true";
+  }
+  if (o.preact()) {
+    stream << ", preact=true";
   }
   if (o.se()) {
     stream << ", se_strategy=" << o.se_strategy();
@@ -153,6 +175,36 @@ torch::Tensor eager_forward(Impl& m, const torch::Tensor& x, Branch branch) {
   return detail::residual_forward(EagerBlock<Impl, Branch>{m, branch}, static_cast<bool>(m.se), m.se_strategy(), x);
 }
 
+// The eager pieces of detail::preact_forward.
+template <typename Impl, typename Branch>
+struct EagerPreactBlock {
+  Impl& m;
+  Branch run_branch;
+
+  torch::Tensor preactivate(const torch::Tensor& x) const { return call(m.act1, call(m.bn1, x)); }
+  torch::Tensor branch(const torch::Tensor& a) const { return run_branch(a); }
+  torch::Tensor shortcut(const torch::Tensor& x, const torch::Tensor& a) const {
+    return m.downsample ? call_sequential(m.downsample, a) : x;
+  }
+  torch::Tensor add(const torch::Tensor& u, c10::function_ref<torch::Tensor()> shortcut) const {
+    return u + shortcut();  // out of place: u is the last convolution's output, which its observers may hold
+  }
+  torch::Tensor add_se(const torch::Tensor& u, c10::function_ref<torch::Tensor()> shortcut) const {
+    if (observing() && (is_observed(*m.se) || m.se->observed())) {
+      return call(m.se, u) + shortcut();
+    }
+    // U * s + identity in one pass: the SE scale fused with the residual sum.
+    const torch::Tensor s = m.se->gate(u);
+    return ops::se_scale(u, s, shortcut(), /*relu=*/false);
+  }
+};
+
+template <typename Impl, typename Branch>
+torch::Tensor preact_forward(Impl& m, const torch::Tensor& x, Branch branch) {
+  check_input(x, m.options.inplanes(), m.conv1->weight, Impl::kName);
+  return detail::preact_forward(EagerPreactBlock<Impl, Branch>{m, branch}, static_cast<bool>(m.se), x);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ BasicBlock
@@ -168,6 +220,21 @@ void BasicBlockImpl::reset() {
   TORCH_CHECK_VALUE(
       first >= 1, "BasicBlock: planes / reduce_first leaves no channels (planes = ", p,
       ", reduce_first = ", options.reduce_first(), ")");
+  if (options.preact()) {
+    se_strategy_ = SEStrategy::Standard;
+    drop_block = nullptr;
+    bn1 = register_module("bn1", nn::BatchNorm2d(options.inplanes()));
+    act1 = register_module("act1", nn::ReLU());
+    conv1 = register_module(
+        "conv1",
+        nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 3).stride(options.stride()).padding(1).bias(false)));
+    bn2 = register_module("bn2", nn::BatchNorm2d(first));
+    act2 = register_module("act2", nn::ReLU());
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(first, p, 3).padding(1).bias(false)));
+    build_se(*this, options, p * expansion);
+    build_downsample(*this, options, p * expansion);
+    return;
+  }
   const int64_t s1 = options.use_aa() ? 1 : options.stride();
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 3).stride(s1).padding(1).bias(false)));
@@ -186,7 +253,16 @@ void BasicBlockImpl::pretty_print(std::ostream& stream) const {
   pretty_print_block(stream, "BasicBlock", options);
 }
 
+void BasicBlockImpl::zero_init_last() {
+  torch::NoGradGuard no_grad;
+  (options.preact() ? conv2->weight : bn2->weight).zero_();
+}
+
 torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
+  if (options.preact()) {
+    return preact_forward(
+        *this, x, [this](const torch::Tensor& a) { return call(conv2, call(act2, call(bn2, call(conv1, a)))); });
+  }
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
     auto out = call_any(aa, call(act1, call(drop_block, call(bn1, call(conv1, h)))));
     return call(bn2, call(conv2, out));
@@ -211,6 +287,25 @@ void BottleneckImpl::reset() {
   const int64_t outplanes = options.planes() * expansion;
   const int64_t s1 = options.stride_in_1x1() ? options.stride() : 1;
   const int64_t s3 = options.stride_in_1x1() || options.use_aa() ? 1 : options.stride();
+  if (options.preact()) {
+    se_strategy_ = SEStrategy::Standard;
+    drop_block = nullptr;
+    bn1 = register_module("bn1", nn::BatchNorm2d(options.inplanes()));
+    act1 = register_module("act1", nn::ReLU());
+    conv1 =
+        register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 1).stride(s1).bias(false)));
+    bn2 = register_module("bn2", nn::BatchNorm2d(first));
+    act2 = register_module("act2", nn::ReLU());
+    conv2 = register_module(
+        "conv2",
+        nn::Conv2d(nn::Conv2dOptions(first, width, 3).stride(s3).padding(1).groups(options.groups()).bias(false)));
+    bn3 = register_module("bn3", nn::BatchNorm2d(width));
+    act3 = register_module("act3", nn::ReLU());
+    conv3 = register_module("conv3", nn::Conv2d(nn::Conv2dOptions(width, outplanes, 1).bias(false)));
+    build_se(*this, options, outplanes);
+    build_downsample(*this, options, outplanes);
+    return;
+  }
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(options.inplanes(), first, 1).stride(s1).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(first));
   act1 = register_module("act1", nn::ReLU());
@@ -232,7 +327,18 @@ void BottleneckImpl::pretty_print(std::ostream& stream) const {
   pretty_print_block(stream, "Bottleneck", options);
 }
 
+void BottleneckImpl::zero_init_last() {
+  torch::NoGradGuard no_grad;
+  (options.preact() ? conv3->weight : bn3->weight).zero_();
+}
+
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
+  if (options.preact()) {
+    return preact_forward(*this, x, [this](const torch::Tensor& a) {
+      auto out = call(act2, call(bn2, call(conv1, a)));
+      return call(conv3, call(act3, call(bn3, call(conv2, out))));
+    });
+  }
   return eager_forward(*this, x, [this](const torch::Tensor& h) {
     auto out = call(act1, call(bn1, call(conv1, h)));
     out = call_any(aa, call(act2, call(drop_block, call(bn2, call(conv2, out)))));

@@ -58,6 +58,24 @@ ResNetOptions legacy(ResNetOptions o) {
   return o;
 }
 
+// The paper's CIFAR-10 networks (its table 4 baselines: 6.37 % error for ResNet-110, 5.46 % for ResNet-164): He et
+// al. 2016's pre-activation ResNets ("Identity Mappings"), 6n + 2 layers of basic blocks or 9n + 2 of bottlenecks in
+// three stages of 16, 32 and 64 planes on 32x32 images, a 3x3 stem of 16 channels, the identity shortcut or, where
+// the width or the stride changes, a 1x1 projection of the pre-activated input, and He's initialisation (no
+// zero-initialised last layers). With SE (r = 16): on each residual branch after its last convolution, before the sum.
+ResNetOptions cifar(const char* block, int64_t n, bool se) {
+  return ResNetOptions()
+      .block(block)
+      .layers({n, n, n})
+      .stage_planes({16, 32, 64})
+      .stem_type("cifar")
+      .stem_width(16)
+      .preact(true)
+      .num_classes(10)
+      .zero_init_last(false)
+      .se(se);
+}
+
 struct Entry {
   std::string name;
   ResNetOptions options;
@@ -114,6 +132,19 @@ const std::vector<Entry>& table() {
       {"legacy_seresnext26_32x4d", legacy(resnext({2, 2, 2, 2}, 32, 4)), "timm legacy_seresnext26_32x4d"},
       {"legacy_seresnext50_32x4d", legacy(resnext({3, 4, 6, 3}, 32, 4)), "timm legacy_seresnext50_32x4d"},
       {"legacy_seresnext101_32x4d", legacy(resnext({3, 4, 23, 3}, 32, 4)), "timm legacy_seresnext101_32x4d"},
+      // CIFAR-10 (32x32 images): the pre-activation ResNets and their SE twins.
+      {"resnet20_cifar", cifar("basic", 3, false), "pre-activation ResNet-20 for CIFAR (He et al. 2016)"},
+      {"resnet32_cifar", cifar("basic", 5, false), "pre-activation ResNet-32 for CIFAR"},
+      {"resnet56_cifar", cifar("basic", 9, false), "pre-activation ResNet-56 for CIFAR"},
+      {"resnet110_cifar", cifar("basic", 18, false),
+       "pre-activation ResNet-110 for CIFAR (the paper's 6.37 % baseline)"},
+      {"resnet164_cifar", cifar("bottleneck", 18, false),
+       "pre-activation ResNet-164 for CIFAR (bottlenecks; the paper's 5.46 % baseline)"},
+      {"se_resnet20_cifar", cifar("basic", 3, true), "SE-ResNet-20 for CIFAR (pre-activation, r = 16)"},
+      {"se_resnet32_cifar", cifar("basic", 5, true), "SE-ResNet-32 for CIFAR (pre-activation, r = 16)"},
+      {"se_resnet56_cifar", cifar("basic", 9, true), "SE-ResNet-56 for CIFAR (pre-activation, r = 16)"},
+      {"se_resnet110_cifar", cifar("basic", 18, true), "SE-ResNet-110 for CIFAR (the paper's 5.21 %)"},
+      {"se_resnet164_cifar", cifar("bottleneck", 18, true), "SE-ResNet-164 for CIFAR (the paper's 4.39 %)"},
   };
   return t;
 }

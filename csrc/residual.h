@@ -1,7 +1,8 @@
 #pragma once
 
 // How a residual block merges its branch, its shortcut and its SE block: the one statement of the paper's four SE
-// integrations (figure 5), shared by the eager blocks (blocks.cpp) and the optimized model (inference/).
+// integrations (figure 5), and of the pre-activation block, shared by the eager blocks (blocks.cpp) and the optimized
+// model (inference/).
 
 #include <sepp/blocks.h>
 
@@ -47,6 +48,23 @@ at::Tensor residual_forward(const Block& b, bool has_se, SEStrategy strategy, co
     }
   }
   TORCH_INTERNAL_ASSERT(false, "residual_forward: unknown SE strategy");
+}
+
+/// The forward of a pre-activation block (He et al. 2016, "Identity Mappings"), for any implementation `b` of its
+/// pieces:
+///   b.preactivate(x)         relu(bn1(x));
+///   b.branch(a)              the residual branch from the pre-activated input, up to its merge;
+///   b.shortcut(x, a)         x, or the projection of the pre-activated a;
+///   b.add(h, shortcut)       last(h) + shortcut();
+///   b.add_se(h, shortcut)    SE(last(h)) + shortcut(): the SE block on the branch, before the sum.
+/// No ReLU follows the sum. The pieces run in the order branch, SE, shortcut, sum, as in residual_forward.
+template <typename Block>
+at::Tensor preact_forward(const Block& b, bool has_se, const at::Tensor& x) {
+  const at::Tensor a = b.preactivate(x);
+  const at::Tensor h = b.branch(a);
+  const auto shortcut = [&] { return b.shortcut(x, a); };
+  const c10::function_ref<at::Tensor()> later(shortcut);
+  return has_se ? b.add_se(h, later) : b.add(h, later);
 }
 
 /// The channels an SE block of this strategy sees: the block's input for "pre", else its output.

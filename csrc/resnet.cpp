@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <numeric>
 #include <string>
 
 namespace sepp {
@@ -21,20 +22,29 @@ void ResNetOptions::validate() const {
   TORCH_CHECK_VALUE(
       block_ == "basic" || block_ == "bottleneck", "ResNet: expected block to be 'basic' or 'bottleneck', got '",
       block_, "'");
-  TORCH_CHECK_VALUE(layers_.size() == 4, "ResNet: expected 4 stage depths in layers, got ", layers_.size());
+  TORCH_CHECK_VALUE(
+      stage_planes_.size() >= 1 && stage_planes_.size() <= 4, "ResNet: expected 1 to 4 stages in stage_planes, got ",
+      stage_planes_.size());
+  TORCH_CHECK_VALUE(
+      layers_.size() == stage_planes_.size(), "ResNet: expected as many stage depths in layers as stage_planes (",
+      stage_planes_.size(), "), got ", layers_.size());
   for (auto n : layers_) {
     TORCH_CHECK_VALUE(n >= 1, "ResNet: expected every stage depth >= 1, got layers = ", c10::IntArrayRef(layers_));
   }
+  for (auto p : stage_planes_) {
+    TORCH_CHECK_VALUE(
+        p >= 1, "ResNet: expected every stage's planes >= 1, got stage_planes = ", c10::IntArrayRef(stage_planes_));
+  }
   TORCH_CHECK_VALUE(
-      se_stages_.size() == 4, "ResNet: se (se_stages): expected a bool or 4 bools (one per stage), got ",
-      se_stages_.size(), " entries");
+      se_uniform() || se_stages_.size() == layers_.size(), "ResNet: se (se_stages): expected a bool or ",
+      layers_.size(), " bools (one per stage), got ", se_stages_.size(), " entries");
   TORCH_CHECK_VALUE(num_classes_ >= 0, "ResNet: expected num_classes >= 0, got ", num_classes_);
   TORCH_CHECK_VALUE(groups_ >= 1, "ResNet: expected groups >= 1, got ", groups_);
   TORCH_CHECK_VALUE(width_per_group_ >= 1, "ResNet: expected width_per_group >= 1, got ", width_per_group_);
   TORCH_CHECK_VALUE(in_chans_ >= 1, "ResNet: expected in_chans >= 1, got ", in_chans_);
   TORCH_CHECK_VALUE(
-      stem_type_.empty() || stem_type_ == "deep" || stem_type_ == "deep_tiered",
-      "ResNet: expected stem_type to be '', 'deep' or 'deep_tiered', got '", stem_type_, "'");
+      stem_type_.empty() || stem_type_ == "deep" || stem_type_ == "deep_tiered" || stem_type_ == "cifar",
+      "ResNet: expected stem_type to be '', 'deep', 'deep_tiered' or 'cifar', got '", stem_type_, "'");
   TORCH_CHECK_VALUE(
       stem_width_ >= (stem_type_ == "deep_tiered" ? 4 : 1),
       "ResNet: expected stem_width >= ", stem_type_ == "deep_tiered" ? 4 : 1, " for stem_type '", stem_type_, "', got ",
@@ -54,6 +64,16 @@ void ResNetOptions::validate() const {
   TORCH_CHECK_VALUE(
       !avg_down_ || down_kernel_size_ == 1, "ResNet: avg_down's downsample convolution is 1x1, got down_kernel_size ",
       down_kernel_size_);
+  if (preact_) {
+    TORCH_CHECK_VALUE(
+        se_strategy_ == "standard", "ResNet: preact supports only se_strategy 'standard', got '", se_strategy_, "'");
+    TORCH_CHECK_VALUE(!relu_before_se_, "ResNet: preact cannot be combined with relu_before_se");
+    TORCH_CHECK_VALUE(aa_layer_.empty(), "ResNet: preact cannot be combined with aa_layer '", aa_layer_, "'");
+    TORCH_CHECK_VALUE(!stem_pool_ceil_mode_, "ResNet: preact cannot be combined with stem_pool_ceil_mode");
+  }
+  TORCH_CHECK_VALUE(
+      !(stem_type_ == "cifar" && (stem_pool_ceil_mode_ || !aa_layer_.empty())),
+      "ResNet: the CIFAR stem has no pool, so stem_pool_ceil_mode and aa_layer's stem pool cannot be set with it");
   TORCH_CHECK_VALUE(block_reduce_first_ >= 1, "ResNet: expected block_reduce_first >= 1, got ", block_reduce_first_);
   TORCH_CHECK_VALUE(drop_rate_ >= 0.0 && drop_rate_ < 1.0, "ResNet: expected 0 <= drop_rate < 1, got ", drop_rate_);
 }
@@ -64,10 +84,22 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) {
 
 void ResNetImpl::reset() {
   options.validate();
+  if (options.se_uniform()) {  // a bool (or equal bools) holds for every stage
+    options.se_stages(
+        std::vector<bool>(options.layers().size(), !options.se_stages().empty() && options.se_stages()[0]));
+  }
   int64_t inplanes = options.stem_channels();
   conv1 = nullptr;
   deep_conv1 = nullptr;
-  if (options.stem_type().empty()) {
+  bn1 = nullptr;
+  act1 = nullptr;
+  norm = nullptr;
+  act = nullptr;
+  layer1 = layer2 = layer3 = layer4 = nullptr;
+  if (options.stem_type() == "cifar") {
+    conv1 = register_module(
+        "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), inplanes, 3).stride(1).padding(1).bias(false)));
+  } else if (options.stem_type().empty()) {
     conv1 = register_module(
         "conv1", nn::Conv2d(nn::Conv2dOptions(options.in_chans(), inplanes, 7).stride(2).padding(3).bias(false)));
   } else {
@@ -82,9 +114,13 @@ void ResNetImpl::reset() {
             conv3x3(options.in_chans(), c0, 2), nn::BatchNorm2d(c0), nn::ReLU(nn::ReLUOptions().inplace(true)),
             conv3x3(c0, w, 1), nn::BatchNorm2d(w), nn::ReLU(nn::ReLUOptions().inplace(true)), conv3x3(w, inplanes, 1)));
   }
-  bn1 = register_module("bn1", nn::BatchNorm2d(inplanes));
-  act1 = register_module("act1", nn::ReLU());
-  if (options.aa_layer().empty()) {
+  if (!options.preact()) {
+    bn1 = register_module("bn1", nn::BatchNorm2d(inplanes));
+    act1 = register_module("act1", nn::ReLU());
+  }
+  if (options.stem_type() == "cifar") {
+    maxpool = nn::AnyModule(nn::Identity());
+  } else if (options.aa_layer().empty()) {
     maxpool = nn::AnyModule(
         nn::MaxPool2d(
             nn::MaxPool2dOptions(3)
@@ -95,12 +131,17 @@ void ResNetImpl::reset() {
     maxpool = nn::AnyModule(nn::AvgPool2d(nn::AvgPool2dOptions(2)));
   }
   register_module("maxpool", maxpool.ptr());
-  const auto& l = options.layers();
-  layer1 = register_module("layer1", make_layer(0, 64, l[0], 1, inplanes));
-  layer2 = register_module("layer2", make_layer(1, 128, l[1], 2, inplanes));
-  layer3 = register_module("layer3", make_layer(2, 256, l[2], 2, inplanes));
-  layer4 = register_module("layer4", make_layer(3, 512, l[3], 2, inplanes));
+  nn::Sequential* layers[] = {&layer1, &layer2, &layer3, &layer4};
+  for (int64_t i = 0; i < options.num_stages(); ++i) {
+    *layers[i] = register_module(
+        "layer" + std::to_string(i + 1),
+        make_layer(i, options.stage_planes()[i], options.layers()[i], i == 0 ? 1 : 2, inplanes));
+  }
   num_features_ = inplanes;
+  if (options.preact()) {
+    norm = register_module("norm", nn::BatchNorm2d(inplanes));
+    act = register_module("act", nn::ReLU());
+  }
   nn::Sequential pool;
   pool->push_back("pool", nn::AdaptiveAvgPool2d(1));
   pool->push_back("flatten", nn::Flatten(nn::FlattenOptions().start_dim(1)));
@@ -126,7 +167,8 @@ nn::Sequential ResNetImpl::make_layer(
                  .reduce_first(options.block_reduce_first())
                  .aa_layer(options.aa_layer())
                  .avg_down(options.avg_down())
-                 .down_kernel_size(options.down_kernel_size());
+                 .down_kernel_size(options.down_kernel_size())
+                 .preact(options.preact());
     if (basic) {
       layer->push_back(BasicBlock(o));
       inplanes = planes * BasicBlockImpl::expansion;
@@ -169,9 +211,9 @@ void ResNetImpl::reset_parameters() {
   if (options.zero_init_last()) {
     for (auto& m : modules(/*include_self=*/false)) {
       if (auto* b = m->as<Bottleneck>()) {
-        b->last_bn()->weight.zero_();
+        b->zero_init_last();
       } else if (auto* b = m->as<BasicBlock>()) {
-        b->last_bn()->weight.zero_();
+        b->zero_init_last();
       }
     }
   }
@@ -192,11 +234,16 @@ void ResNetImpl::pretty_print(std::ostream& stream) const {
   if (!options.aa_layer().empty()) {
     stream << ", aa_layer=" << options.aa_layer();
   }
+  if (options.preact()) {
+    stream << ", preact=true";
+  }
   stream << ")";
 }
 
 void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
   check_input(x, options.in_chans(), stem_conv().weight, "ResNet");
+  if (depth < 0) depth = options.num_stages();
+  const bool cifar = options.stem_type() == "cifar";
   // Output sizes: conv1 (7x7/2 padding 3, or a 3x3/2 padding 1 first), every stage's strided 3x3 (padding 1) and
   // the shortcut's strided pool or convolution give ceil(n / 2); the stem pool gives ceil(n / 2) too (3x3/2
   // padding 1), floor(n / 2) (the aa stem's 2x2/2 average pool) or ceil((n - 3) / 2) + 1 (3x3/2 unpadded, ceil mode).
@@ -205,7 +252,7 @@ void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
   for (const int64_t d : {2, 3}) {
     const int64_t n = x.size(d);
     TORCH_CHECK_VALUE(n >= 1, "ResNet: expected an image of at least 1x1 pixels, got input shape ", x.sizes());
-    int64_t s = halve(n);
+    int64_t s = cifar ? n : halve(n);  // the CIFAR stem: one 3x3 convolution of stride 1 and no pool
     if (options.stem_pool_ceil_mode()) {
       TORCH_CHECK_VALUE(
           s >= 3, "ResNet: the stem's unpadded 3x3 pool (stem_pool_ceil_mode) needs images of at least 5x5 pixels, ",
@@ -215,7 +262,7 @@ void ResNetImpl::check_image(const torch::Tensor& x, int64_t depth) const {
           s >= 2, "ResNet: the stem's 2x2 average pool (aa_layer) needs images of at least 3x3 pixels, ",
           "got input shape ", x.sizes());
     }
-    if (depth >= 1) {
+    if (depth >= 1 && !cifar) {
       if (options.stem_pool_ceil_mode()) {
         s = (s - 3 + 1) / 2 + 1;
       } else if (!options.aa_layer().empty()) {
@@ -252,29 +299,46 @@ torch::Tensor ResNetImpl::stem(const torch::Tensor& x) {
 
 torch::Tensor ResNetImpl::stem_act(const torch::Tensor& x) {
   auto h = conv1 ? call(conv1, x) : call_sequential(deep_conv1, x);
-  return call(act1, call(bn1, h));
+  return options.preact() ? h : call(act1, call(bn1, h));
+}
+
+torch::Tensor ResNetImpl::final_act(const torch::Tensor& x) {
+  return options.preact() ? call(act, call(norm, x)) : x;
 }
 
 torch::Tensor ResNetImpl::forward_features(const torch::Tensor& x) {
   check_image(x);
   auto h = stem(x);
-  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
-    h = call_sequential(*layer, h);
+  for (auto& layer : stages()) {
+    h = call_sequential(layer, h);
   }
-  return h;
+  return final_act(h);
+}
+
+std::vector<nn::Sequential> ResNetImpl::stages() const {
+  std::vector<nn::Sequential> out;
+  for (const auto* layer : {&layer1, &layer2, &layer3, &layer4}) {
+    if (*layer) out.push_back(*layer);
+  }
+  return out;
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward_stages(const torch::Tensor& x) {
-  return forward_intermediates(x, {1, 2, 3, 4});
+  std::vector<int64_t> indices(options.num_stages());
+  std::iota(indices.begin(), indices.end(), 1);
+  return forward_intermediates(x, indices);
 }
 
 std::vector<torch::Tensor> ResNetImpl::forward_intermediates(
     const torch::Tensor& x, const std::vector<int64_t>& indices) {
-  TORCH_CHECK_VALUE(!indices.empty(), "ResNet.forward_intermediates: expected at least one index (0..4), got none");
+  const int64_t stages_n = options.num_stages();
+  TORCH_CHECK_VALUE(
+      !indices.empty(), "ResNet.forward_intermediates: expected at least one index (0..", stages_n, "), got none");
   std::array<bool, 5> wanted{};
   for (const int64_t i : indices) {
     TORCH_CHECK_VALUE(
-        i >= 0 && i <= 4, "ResNet.forward_intermediates: expected indices in 0..4 (act1, layer1..layer4), got ", i);
+        i >= 0 && i <= stages_n, "ResNet.forward_intermediates: expected indices in 0..", stages_n, " (",
+        options.preact() ? "conv1" : "act1", ", layer1..layer", stages_n, "), got ", i);
     TORCH_CHECK_VALUE(
         !wanted[i], "ResNet.forward_intermediates: index ", i, " given twice in ", c10::IntArrayRef(indices));
     wanted[i] = true;
@@ -288,7 +352,7 @@ std::vector<torch::Tensor> ResNetImpl::forward_intermediates(
   nn::Sequential* layers[] = {&layer1, &layer2, &layer3, &layer4};
   for (int64_t i = 1; i <= last; ++i) {
     h = call_sequential(*layers[i - 1], h);
-    features[i] = h;
+    features[i] = i == stages_n ? final_act(h) : h;
   }
   std::vector<torch::Tensor> out;
   out.reserve(indices.size());
@@ -333,7 +397,9 @@ nn::Conv2dImpl& ResNetImpl::stem_conv() const {
 
 std::vector<int64_t> ResNetImpl::stage_channels() const {
   const int64_t e = options.block() == "basic" ? BasicBlockImpl::expansion : BottleneckImpl::expansion;
-  return {64 * e, 128 * e, 256 * e, 512 * e};
+  std::vector<int64_t> out;
+  for (const int64_t p : options.stage_planes()) out.push_back(p * e);
+  return out;
 }
 
 }  // namespace sepp

@@ -78,7 +78,7 @@ def test_bad_se_options(kwargs, match):
             r"expected se_strategy to be one of 'standard', 'pre', 'post', 'identity', got 'after'",
         ),
         (dict(block="wide"), r"expected block to be 'basic' or 'bottleneck', got 'wide'"),
-        (dict(layers=(1, 1, 1)), r"expected 4 stage depths in layers, got 3"),
+        (dict(layers=(1, 1, 1)), r"expected as many stage depths in layers as stage_planes \(4\), got 3"),
         (dict(layers=(1, 0, 1, 1)), r"expected every stage depth >= 1"),
         (dict(se=(True, False)), r"expected a bool or 4 bools"),
         (dict(num_classes=-1), r"expected num_classes >= 0, got -1"),

@@ -8,6 +8,8 @@
 #include <ATen/ops/cudnn_convolution_add_relu.h>
 #include <ATen/ops/cudnn_convolution_relu.h>
 #include <ATen/ops/mkldnn_reorder_conv2d_weight.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <c10/util/accumulate.h>
 
@@ -26,6 +28,15 @@ at::Tensor FoldedConv::run(const at::Tensor& x, bool relu) const {
   }
   auto y = at::convolution(x, weight, bias, stride, padding, dilation, false, {0, 0}, groups);
   return relu ? y.relu_() : y;
+}
+
+at::Tensor FoldedConv::run_add(const at::Tensor& x, const at::Tensor& other) const {
+  if (packed.defined()) {
+    return onednn_ops().binary->call(
+        x, other, packed, bias, padding, stride, dilation, groups, "add", std::nullopt, std::nullopt, Scalars(),
+        std::nullopt);
+  }
+  return at::convolution(x, weight, bias, stride, padding, dilation, false, {0, 0}, groups).add_(other);
 }
 
 at::Tensor FoldedConv::run_add_relu(const at::Tensor& x, const at::Tensor& other) const {
@@ -60,8 +71,9 @@ FoldedConv fold_conv_bn(
     const torch::nn::BatchNorm2d& bn,
     const FoldTarget& target,
     std::array<int64_t, 4> input) {
+  const bool has_bn = !bn.is_empty();
   TORCH_CHECK_VALUE(
-      bn->options.affine() && bn->options.track_running_stats(),
+      !has_bn || (bn->options.affine() && bn->options.track_running_stats()),
       "optimize_for_inference: expected BatchNorm layers with affine parameters and running statistics");
   const auto& o = conv->options;
   FoldedConv f;
@@ -71,9 +83,14 @@ FoldedConv fold_conv_bn(
   f.dilation = {(*o.dilation())[0], (*o.dilation())[1]};
   f.groups = o.groups();
   const auto wd = conv->weight.detach().to(at::kDouble);
-  const auto scale =
-      bn->weight.detach().to(at::kDouble) / (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).sqrt();
-  auto bias = bn->bias.detach().to(at::kDouble) - bn->running_mean.detach().to(at::kDouble) * scale;
+  at::Tensor scale, bias;
+  if (has_bn) {
+    scale = bn->weight.detach().to(at::kDouble) / (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).sqrt();
+    bias = bn->bias.detach().to(at::kDouble) - bn->running_mean.detach().to(at::kDouble) * scale;
+  } else {
+    scale = at::ones({wd.size(0)}, wd.options());
+    bias = at::zeros({wd.size(0)}, wd.options());
+  }
   if (o.bias()) bias = bias + conv->bias.detach().to(at::kDouble) * scale;
   f.weight = (wd * scale.reshape({-1, 1, 1, 1})).to(target.dtype).contiguous(at::MemoryFormat::ChannelsLast);
   f.bias = bias.to(target.dtype);

@@ -29,6 +29,8 @@ struct FoldedConv {
 
   /// y = conv(x) + bias, then ReLU when relu.
   at::Tensor run(const at::Tensor& x, bool relu) const;
+  /// conv(x) + bias + other: the residual sum as a post-op of the convolution (a pre-activation block's).
+  at::Tensor run_add(const at::Tensor& x, const at::Tensor& other) const;
   /// relu(conv(x) + bias + other): the residual sum and ReLU as post-ops of the convolution.
   at::Tensor run_add_relu(const at::Tensor& x, const at::Tensor& other) const;
   /// The same with other weights of this convolution's shape (dense, or prepacked).
@@ -40,7 +42,8 @@ struct FoldedConv {
 };
 
 /// conv followed by bn (in eval mode), folded into one convolution for `target`: w' = w * g / sqrt(v + eps),
-/// b' = beta - mean * g / sqrt(v + eps) (+ the conv's bias, scaled), computed in float64. `input` is the input shape
+/// b' = beta - mean * g / sqrt(v + eps) (+ the conv's bias, scaled), computed in float64; an empty bn holder is
+/// the identity (the convolution alone, a zero bias where it has none). `input` is the input shape
 /// [N, C, H, W] oneDNN chooses the weight layout for, and whose H x W cuDNN's fused kernels are probed at (the
 /// result's cudnn_fused is cudnn_fused_works(it, {H, W}) with target.cudnn_fused). Does not change the modules.
 FoldedConv fold_conv_bn(

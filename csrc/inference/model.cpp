@@ -46,6 +46,20 @@ std::array<int64_t, 2> Pool::output_hw(std::array<int64_t, 2> hw) const {
   return hw;
 }
 
+Affine Affine::of(const torch::nn::BatchNorm2d& bn, c10::ScalarType dtype) {
+  TORCH_CHECK_VALUE(
+      bn->options.affine() && bn->options.track_running_stats(),
+      "optimize_for_inference: expected BatchNorm layers with affine parameters and running statistics");
+  const auto scale =
+      bn->weight.detach().to(at::kDouble) / (bn->running_var.detach().to(at::kDouble) + bn->options.eps()).sqrt();
+  const auto shift = bn->bias.detach().to(at::kDouble) - bn->running_mean.detach().to(at::kDouble) * scale;
+  return Affine{scale.to(dtype).reshape({1, -1, 1, 1}), shift.to(dtype).reshape({1, -1, 1, 1})};
+}
+
+Tensor Affine::relu(const Tensor& x) const {
+  return (x * scale).add_(shift).relu_();  // x first: the result keeps its memory format (channels_last)
+}
+
 Tensor SEWeights::of(const Tensor& t) const {
   const auto acc = w1.scalar_type();
   switch (squeeze) {
@@ -69,7 +83,20 @@ Tensor SEWeights::apply(const Tensor& t) const {
 }
 
 Tensor Block::forward(const Tensor& x) const {
+  if (preact) return detail::preact_forward(*this, se.has_value(), x);
   return detail::residual_forward(*this, se.has_value(), strategy, x);
+}
+
+Tensor Block::add(const Tensor& h, c10::function_ref<Tensor()> shortcut) const {
+  return convs.back().run_add(h, shortcut());
+}
+
+Tensor Block::add_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) const {
+  const Tensor idn = shortcut();
+  Tensor u = convs.back().run(h, false);
+  const Tensor s = se->of(u);
+  if (tail == SETail::OutOfPlace) return ops::se_scale(u, s.to(u.scalar_type()), idn, false);
+  return ops::se_scale_(u, s, idn, false);  // U * s + identity, one pass, in place
 }
 
 Tensor Block::shortcut(const Tensor& x) const {
@@ -133,9 +160,10 @@ at::Tensor OptimizedResNet::Impl::eager(const at::Tensor& x) const {
     return at::empty({0, width}, x.options());
   }
   at::Tensor h = x;
-  for (const auto& c : stem) h = c.run(h, true);
-  h = pool.run(h);
+  for (size_t i = 0; i < stem.size(); ++i) h = stem[i].run(h, !(preact && i + 1 == stem.size()));
+  if (pool) h = pool->run(h);
   for (const auto& b : blocks) h = b.forward(h);
+  if (norm) h = norm->relu(h);
   auto f = h.mean({2, 3});
   return fc_weight.defined() ? at::linear(f, fc_weight, fc_bias) : f;
 }

@@ -64,7 +64,17 @@ struct Pool {
   std::array<int64_t, 2> output_hw(std::array<int64_t, 2> hw) const;
 };
 
-/// A residual block: the pieces of detail::residual_forward.
+/// A batch norm in eval mode as a per-channel affine map [1, C, 1, 1] (a pre-activation block's bn1, the final norm).
+struct Affine {
+  at::Tensor scale, shift;
+
+  /// The batch norm's y = x * scale + shift, computed in float64 and stored in `dtype`.
+  static Affine of(const torch::nn::BatchNorm2d& bn, c10::ScalarType dtype);
+  /// relu(x * scale + shift).
+  at::Tensor relu(const at::Tensor& x) const;
+};
+
+/// A residual block: the pieces of detail::residual_forward (or, pre-activated, of detail::preact_forward).
 struct Block {
   std::vector<FoldedConv> convs;  // conv1, conv2 (, conv3): ReLU after each but the last
   std::optional<Pool> aa;         // anti-aliasing pool after convs[aa_after] and its ReLU
@@ -76,8 +86,17 @@ struct Block {
   bool relu_before_se = false;
   SETail tail = SETail::InPlace;
   at::Tensor w3, b3;  // conv3's folded weight as [C, C/4] and bias, in the MLP's dtype (the SqueezeFirst tails)
+  // Pre-activated: bn1 before the convolutions, each of which but the last has the next BN folded in; the last
+  // convolution and the downsample have no BN.
+  std::optional<Affine> preact;
 
   at::Tensor forward(const at::Tensor& x) const;
+
+  // detail::preact_forward's pieces.
+  at::Tensor preactivate(const at::Tensor& x) const { return preact->relu(x); }
+  at::Tensor shortcut(const at::Tensor& x, const at::Tensor& a) const { return downsample ? shortcut(a) : x; }
+  at::Tensor add(const at::Tensor& h, c10::function_ref<at::Tensor()> shortcut) const;
+  at::Tensor add_se(const at::Tensor& h, c10::function_ref<at::Tensor()> shortcut) const;
 
   at::Tensor shortcut(const at::Tensor& x) const;
   at::Tensor branch(const at::Tensor& x) const;
@@ -96,8 +115,10 @@ struct OptimizedResNet::Impl {
   torch::Device device = torch::kCPU;
   std::string backend = "aten";
   int64_t num_features = 0;
-  std::vector<inference::FoldedConv> stem;  // each followed by a ReLU
-  inference::Pool pool;
+  bool preact = false;                      // ResNetOptions::preact
+  std::vector<inference::FoldedConv> stem;  // each followed by a ReLU (but the last, pre-activated)
+  std::optional<inference::Pool> pool;      // none with the CIFAR stem
+  std::optional<inference::Affine> norm;    // pre-activated: the BN (and ReLU) after the last stage
   std::vector<inference::Block> blocks;
   at::Tensor fc_weight, fc_bias;
   at::Tensor like;  // the stem's dense weight: the device and dtype inputs are checked against

@@ -61,43 +61,65 @@ Block fold_block(
   };
   // The aa pool follows the strided 3x3: a bottleneck's conv2, a basic block's conv1.
   constexpr bool bottleneck = std::is_same_v<Impl, BottleneckImpl>;
-  b.aa = inference::Pool::of(*m.aa.ptr());
+  if (!m.aa.is_empty()) b.aa = inference::Pool::of(*m.aa.ptr());  // pre-activated blocks have no aa
   b.aa_after = bottleneck ? 1 : 0;
   auto fold_then_aa = [&](const torch::nn::Conv2d& conv, const torch::nn::BatchNorm2d& bn, size_t index) {
     auto f = fold(conv, bn);
     if (b.aa && index == b.aa_after) hw = b.aa->output_hw(hw);
     return f;
   };
-  b.convs.push_back(fold_then_aa(m.conv1, m.bn1, 0));
-  b.convs.push_back(fold_then_aa(m.conv2, m.bn2, 1));
-  if constexpr (bottleneck) {
-    b.convs.push_back(fold(m.conv3, m.bn3));
+  FoldTarget plain = target;  // convolutions without a ReLU never run fused, so they are not probed
+  plain.cudnn_fused = false;
+  const bool preact = m.options.preact();
+  const torch::nn::BatchNorm2d no_bn{nullptr};
+  if (preact) {
+    // bn1 runs on the block's input; each convolution but the last is folded with the BN after it.
+    b.preact = inference::Affine::of(m.bn1, target.dtype);
+    b.convs.push_back(fold(m.conv1, m.bn2));
+    if constexpr (bottleneck) {
+      b.convs.push_back(fold(m.conv2, m.bn3));
+      b.convs.push_back(
+          inference::fold_conv_bn(m.conv3, no_bn, plain, Shape{n, m.conv3->options.in_channels(), hw[0], hw[1]}));
+    } else {
+      b.convs.push_back(
+          inference::fold_conv_bn(m.conv2, no_bn, plain, Shape{n, m.conv2->options.in_channels(), hw[0], hw[1]}));
+    }
+    hw = b.convs.back().output_hw(hw);
+  } else {
+    b.convs.push_back(fold_then_aa(m.conv1, m.bn1, 0));
+    b.convs.push_back(fold_then_aa(m.conv2, m.bn2, 1));
+    if constexpr (bottleneck) {
+      b.convs.push_back(fold(m.conv3, m.bn3));
+    }
   }
   if (m.downsample) {
-    // [conv, bn], or with avg_down [pool or identity, conv, bn]
+    // [conv, bn], with avg_down [pool or identity, conv, bn]; pre-activated without the bn.
     const auto& parts = m.downsample->children();
+    const size_t first = m.options.avg_down() ? 1 : 0;
     TORCH_CHECK_VALUE(
-        parts.size() == 2 || parts.size() == 3,
-        "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d, after a pool with avg_down");
+        parts.size() == first + (preact ? 1 : 2),
+        "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d (after a pool with avg_down; without ",
+        "the BatchNorm2d when pre-activated), got ", parts.size(), " modules");
     auto down_hw = in_hw;
-    if (parts.size() == 3) {
+    if (first == 1) {
       b.down_pool = inference::Pool::of(*parts[0]);
       if (b.down_pool) down_hw = b.down_pool->output_hw(down_hw);
     }
-    auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(parts[parts.size() - 2]);
-    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts.back());
-    TORCH_CHECK_VALUE(conv && bn, "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d");
-    FoldTarget plain = target;  // the shortcut has no ReLU: it never runs fused, so it is not probed
-    plain.cudnn_fused = false;
+    auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(parts[first]);
+    auto bn = preact ? nullptr : std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts[first + 1]);
+    TORCH_CHECK_VALUE(
+        conv && (preact || bn), "optimize_for_inference: expected a downsample of Conv2d and BatchNorm2d");
     b.downsample = inference::fold_conv_bn(
-        torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn), plain,
+        torch::nn::Conv2d(conv), preact ? no_bn : torch::nn::BatchNorm2d(bn), plain,
         Shape{n, conv->options.in_channels(), down_hw[0], down_hw[1]});
   }
   if (m.se) {
     b.se = se_weights(m.se, mlp_dtype);
     b.strategy = m.se_strategy();
     b.relu_before_se = m.options.relu_before_se();
-    if (b.strategy == SEStrategy::Standard) {
+    if (preact) {
+      b.tail = device.is_cuda() ? SETail::OutOfPlace : SETail::InPlace;
+    } else if (b.strategy == SEStrategy::Standard) {
       b.tail = choose_tail(b, device);
       if (b.tail == SETail::SqueezeFirst || b.tail == SETail::SqueezeFirstScaledConv3) {
         const auto& c3 = b.convs.back();
@@ -158,25 +180,28 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
         inference::fold_conv_bn(conv, bn, target, Shape{n, conv->options.in_channels(), hw[0], hw[1]}));
     hw = impl->stem.back().output_hw(hw);
   };
+  // Pre-activated, the stem's last convolution has no BN (m.bn1 is empty) and no ReLU.
+  impl->preact = m.options.preact();
   if (m.deep_conv1) {
     const auto& parts = m.deep_conv1->children();
     for (size_t i = 0; i < parts.size(); i += 3) {
       auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(parts[i]);
-      auto bn =
-          i + 1 < parts.size() ? std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts[i + 1]) : m.bn1.ptr();
-      TORCH_CHECK_VALUE(conv && bn, "optimize_for_inference: expected a deep stem of Conv2d, BatchNorm2d and ReLU");
-      fold_stem(torch::nn::Conv2d(conv), torch::nn::BatchNorm2d(bn));
+      auto bn = i + 1 < parts.size()
+                    ? torch::nn::BatchNorm2d(std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(parts[i + 1]))
+                    : m.bn1;
+      TORCH_CHECK_VALUE(
+          conv && (!bn.is_empty() || (impl->preact && i + 1 >= parts.size())),
+          "optimize_for_inference: expected a deep stem of Conv2d, BatchNorm2d and ReLU");
+      fold_stem(torch::nn::Conv2d(conv), bn);
     }
   } else {
     fold_stem(m.conv1, m.bn1);
   }
   impl->like = impl->stem.front().weight;
-  auto pool = inference::Pool::of(*m.maxpool.ptr());
-  TORCH_CHECK_VALUE(pool.has_value(), "optimize_for_inference: expected a stem pool");
-  impl->pool = *pool;
-  hw = impl->pool.output_hw(hw);
-  for (auto* layer : {&m.layer1, &m.layer2, &m.layer3, &m.layer4}) {
-    for (const auto& child : (*layer)->children()) {
+  impl->pool = inference::Pool::of(*m.maxpool.ptr());  // none: the CIFAR stem's Identity
+  if (impl->pool) hw = impl->pool->output_hw(hw);
+  for (const auto& layer : m.stages()) {
+    for (const auto& child : layer->children()) {
       if (auto* bt = child->as<BottleneckImpl>()) {
         impl->blocks.push_back(fold_block(*bt, target, mlp_dtype, device, n, hw));
       } else if (auto* bb = child->as<BasicBlockImpl>()) {
@@ -193,6 +218,7 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
     for (const auto& c : b.convs) cudnn = cudnn || c.cudnn_fused;
   }
   impl->backend = target.onednn ? "onednn" : cudnn ? "cudnn" : "aten";
+  if (m.norm) impl->norm = inference::Affine::of(m.norm, dtype);
   if (m.options.num_classes() > 0) {
     auto* fc = m.fc.ptr()->as<torch::nn::LinearImpl>();
     TORCH_CHECK_VALUE(fc != nullptr, "optimize_for_inference: expected a Linear classifier");

@@ -5,14 +5,16 @@
     True
 
 Feature indices are timm's: 0 is the stem's ReLU (``act1``, stride 2), 1 to 4 are ``layer1`` to ``layer4`` (strides 4
-to 32). The forward runs in C++ (``forward_intermediates``) and stops after the deepest index asked for; the model
-has no classifier. Unlike timm, the stages after the deepest index stay in the model (and its state_dict): load a
-full model's weights with ``strict=False`` or ask for index 4.
+to 32). A pre-activation model's index 0 is its stem convolution (``conv1``) and its last stage's map is the one
+after the final ``norm`` and ReLU (module ``act``); the CIFAR stem has stride 1 and no pool, so its stages have
+strides 1, 2 and 4. The forward runs in C++ (``forward_intermediates``) and stops after the deepest index asked
+for; the model has no classifier. Unlike timm, the stages after the deepest index stay in the model (and its
+state_dict): load a full model's weights with ``strict=False`` or ask for the last index.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -20,9 +22,20 @@ from .models import ResNet, _indices
 
 __all__ = ["FeatureInfo", "ResNetFeatures", "DEFAULT_OUT_INDICES"]
 
-DEFAULT_OUT_INDICES = (0, 1, 2, 3, 4)
-_MODULES = ("act1", "layer1", "layer2", "layer3", "layer4")
-_REDUCTIONS = (2, 4, 8, 16, 32)
+# All the feature maps (index 0 and every stage).
+DEFAULT_OUT_INDICES = None
+
+
+def _feature_modules(options: Dict[str, Any]) -> List[Tuple[str, int]]:
+    """(module, reduction) of each feature index of a ResNet with these options."""
+    stages = len(options["layers"])
+    cifar = options["stem_type"] == "cifar"
+    modules = ["conv1" if options["preact"] else "act1"] + [f"layer{i + 1}" for i in range(stages)]
+    if options["preact"]:
+        modules[-1] = "act"  # the last stage's map after the final norm and its ReLU
+    first = 1 if cifar else 2  # the stem's convolution; the stem's pool halves again (none in the CIFAR stem)
+    reductions = [first] + [first * (1 if cifar else 2) * 2**i for i in range(stages)]
+    return list(zip(modules, reductions))
 
 
 class FeatureInfo:
@@ -75,23 +88,26 @@ class ResNetFeatures(ResNet):
     """A :class:`~sepp.ResNet` without classifier whose forward returns the feature maps ``out_indices`` (see the
     module docstring). Takes ResNet's options, and ``out_indices``."""
 
-    def __init__(self, *args: Any, out_indices: Sequence[int] = DEFAULT_OUT_INDICES, **options: Any) -> None:
-        indices = _indices(out_indices)
-        if not indices or any(not 0 <= i <= 4 for i in indices) or len(set(indices)) != len(indices):
-            raise ValueError(
-                f"features_only: expected out_indices to be distinct ints in 0..4 (act1, layer1..layer4), got "
-                f"{tuple(out_indices)}"
-            )
+    def __init__(self, *args: Any, out_indices: Optional[Sequence[int]] = DEFAULT_OUT_INDICES, **options: Any) -> None:
+        indices = None if out_indices is None else _indices(out_indices)
         if options.get("num_classes", 0) != 0:
             raise ValueError(f"features_only: a backbone has no classifier, got num_classes={options['num_classes']}")
         options["num_classes"] = 0
         super().__init__(*args, **options)
+        modules = _feature_modules(dict(self._cpp.options))
+        last = len(modules) - 1
+        if indices is None:
+            indices = list(range(len(modules)))
+        if not indices or any(not 0 <= i <= last for i in indices) or len(set(indices)) != len(indices):
+            names = ", ".join(m for m, _ in modules)
+            raise ValueError(
+                f"features_only: expected out_indices to be distinct ints in 0..{last} ({names}), got "
+                f"{tuple(out_indices or ())}"
+            )
         self.__dict__["out_indices"] = tuple(indices)
-        channels = (self.bn1.num_features, *self.stage_channels)  # the stem's width: 64, or 2 * stem_width
-        info = [
-            dict(num_chs=c, reduction=r, module=n, index=i)
-            for i, (c, r, n) in enumerate(zip(channels, _REDUCTIONS, _MODULES))
-        ]
+        # the stem's width (layer1's input): 64, stem_width (CIFAR) or 2 * stem_width (deep stems)
+        channels = (self.layer1[0].conv1.in_channels, *self.stage_channels)
+        info = [dict(num_chs=c, reduction=r, module=n, index=i) for i, (c, (n, r)) in enumerate(zip(channels, modules))]
         self.__dict__["feature_info"] = FeatureInfo(info, indices)
 
     @property

@@ -3,7 +3,7 @@
 ``python -m sepp.model_table`` prints it (markdown). Counts come from :mod:`sepp.reference` built on the meta
 device (no memory, no compute): parameters, and the multiply-adds of every convolution and linear layer in one
 forward pass of one image (timm's "GMACs"; FLOPs are about twice that). A model's default resolution is that of
-its first published checkpoint in timm's pretrained config (timm needed), else 224.
+its first published checkpoint in timm's pretrained config (timm needed), 32 for the CIFAR models, else 224.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ class Row:
 
 
 def default_resolution(name: str) -> int:
-    """The input size of the model's first published checkpoint in timm's config, else 224."""
+    """The input size of the model's first published checkpoint in timm's config, 32 for the CIFAR models (stem
+    type "cifar"), else 224."""
     tags = PUBLISHED.get(name)
     if not tags:
-        return 224
+        return 32 if reference.CONFIGS[name].get("stem_type") == "cifar" else 224
     import timm
 
     cfg = timm.models.get_pretrained_cfg(tags[0].split("/", 1)[1])

@@ -103,7 +103,8 @@ class ResNet(_OptionsModule):
         return self._sepp_forward(self._cpp.forward, x)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem (conv1, bn1, ReLU, pool): [N, in_chans, H, W] -> [N, 64 (2 * stem_width when deep), H/4, W/4]."""
+        """The stem (conv1, bn1, ReLU, pool; conv1 alone when pre-activated): [N, in_chans, H, W] -> [N, 64
+        (2 * stem_width when deep), H/4, W/4] (the CIFAR stem: [N, stem_width, H, W])."""
         from . import _twin
 
         if _twin.tracing():
@@ -111,7 +112,8 @@ class ResNet(_OptionsModule):
         return self._sepp_run(self._cpp.forward_stem, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and the four stages: [N, in_chans, H, W] -> [N, num_features, H/32, W/32]."""
+        """Stem and the stages (and, pre-activated, the final norm and ReLU): [N, in_chans, H, W] -> [N, num_features,
+        H/32, W/32] (H/4 for the CIFAR models)."""
         from . import _twin
 
         if _twin.tracing():
@@ -127,12 +129,15 @@ class ResNet(_OptionsModule):
         return self._sepp_run(self._cpp.forward_head, x, pre_logits)
 
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """The four stage outputs (strides 4, 8, 16, 32), for detection and segmentation backbones."""
+        """The stage outputs (strides 4, 8, 16, 32), for detection and segmentation backbones."""
         return self._sepp_run(self._cpp.forward_stages, x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] = (0, 1, 2, 3, 4)) -> List[torch.Tensor]:
-        """timm's feature maps by index (0 = the stem's ``act1``, stride 2; 1..4 = ``layer1``..``layer4``), in the
-        order asked for; the forward stops after the deepest one."""
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        """timm's feature maps by index (0 = the stem's ``act1``, stride 2; 1..4 = ``layer1``..``layer4``; all of
+        them by default; see :mod:`sepp.features` for pre-activation and CIFAR models), in the order asked for; the
+        forward stops after the deepest one."""
+        if indices is None:
+            indices = range(len(self.stage_channels) + 1)
         return self._sepp_run(self._cpp.forward_intermediates, x, _indices(indices))
 
     def reset_classifier(self, num_classes: int) -> None:

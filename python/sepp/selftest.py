@@ -188,6 +188,16 @@ MODELS = {
         block_reduce_first=2,
         stem_pool_ceil_mode=True,
     ),
+    "preact-cifar": dict(
+        block="bottleneck",
+        layers=(1, 2, 1),
+        stage_planes=(8, 16, 32),
+        num_classes=10,
+        se=True,
+        stem_type="cifar",
+        stem_width=8,
+        preact=True,
+    ),
 }
 
 

@@ -36,6 +36,7 @@ struct SEPP_API BlockOptions {
   TORCH_ARG(std::string, aa_layer) = "";
   TORCH_ARG(bool, avg_down) = false;
   TORCH_ARG(int64_t, down_kernel_size) = 1;
+  TORCH_ARG(bool, preact) = false;
 
  public:
   /// Whether the block downsamples through its aa layer (aa_layer set and stride 2).
@@ -70,6 +71,10 @@ struct SEPP_API BlockOptions {
       "the downsample as a 2x2 average pool (ceil mode, padding not counted), a 1x1 convolution and BN");
     f("down_kernel_size", o.down_kernel_size_, OptionKind::Plain,
       "1 or 3: the kernel of a strided downsample convolution (a stride-1 downsample is 1x1)");
+    f("preact", o.preact_, OptionKind::Plain,
+      "pre-activation (He et al. 2016): a = relu(bn1(x)) starts the block; each convolution but the last is "
+      "followed by BN and ReLU; out = SE(branch(a)) + (downsample(a) or x), without a ReLU; the downsample is the "
+      "projection convolution alone (no BN). Only se_strategy 'standard', no aa_layer, no relu_before_se");
   }
 };
 
@@ -79,6 +84,7 @@ enum class SEStrategy { Standard, Pre, Post, Identity };
 SEPP_API SEStrategy parse_se_strategy(const std::string& name);
 
 /// ResNet basic block: 3x3 -> BN -> ReLU -> 3x3 -> BN (+ SE), + identity, ReLU. Expansion 1.
+/// Pre-activated (options.preact()): BN -> ReLU -> 3x3 -> BN -> ReLU -> 3x3 (+ SE), + identity.
 class SEPP_API BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
  public:
   static constexpr int64_t expansion = 1;
@@ -87,18 +93,20 @@ class SEPP_API BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
   torch::Tensor forward(const torch::Tensor& x);
-  /// The last BN of the residual branch (zero-initialised by ResNet's zero_init_last).
-  torch::nn::BatchNorm2d& last_bn() { return bn2; }
+  /// Zeroes the last BN's weight of the residual branch (the last convolution's weight when pre-activated), so the
+  /// block starts as the identity (ResNet's zero_init_last).
+  void zero_init_last();
 
   BlockOptions options;
-  // Children in timm's order: conv1, bn1, drop_block, act1, aa, conv2, bn2, se, act2, downsample.
+  // Children in timm's order: conv1, bn1, drop_block, act1, aa, conv2, bn2, se, act2, downsample; pre-activated
+  // bn1 (of the input's channels), act1, conv1, bn2, act2, conv2, se, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   /// An identity, where timm has DropBlock (off in the SE-ResNets).
   torch::nn::Identity drop_block{nullptr};
   /// torch::nn::AvgPool2d (2x2/2) when use_aa(), else torch::nn::Identity.
   torch::nn::AnyModule aa;
-  /// act2 (in place) follows the sum.
+  /// act2 (in place) follows the sum (pre-activated: bn2).
   torch::nn::ReLU act1{nullptr}, act2{nullptr};
   /// When the stride or the width changes: convolution + BN, or with avg_down average pool (an Identity at stride
   /// 1) + 1x1 convolution + BN; else empty (the identity).
@@ -116,6 +124,7 @@ TORCH_MODULE(BasicBlock);
 
 /// ResNet bottleneck: 1x1 -> BN -> ReLU -> 3x3 (grouped) -> BN -> ReLU -> 1x1 -> BN (+ SE), + identity, ReLU.
 /// Expansion 4: the output (and so the standard SE block) has planes * 4 channels.
+/// Pre-activated (options.preact()): BN -> ReLU -> 1x1 -> BN -> ReLU -> 3x3 -> BN -> ReLU -> 1x1 (+ SE), + identity.
 class SEPP_API BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
  public:
   static constexpr int64_t expansion = 4;
@@ -124,15 +133,16 @@ class SEPP_API BottleneckImpl : public torch::nn::Cloneable<BottleneckImpl> {
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::BatchNorm2d& last_bn() { return bn3; }
+  void zero_init_last();
 
   BlockOptions options;
-  // Children in timm's order: conv1, bn1, act1, conv2, bn2, drop_block, act2, aa, conv3, bn3, se, act3, downsample.
+  // Children in timm's order: conv1, bn1, act1, conv2, bn2, drop_block, act2, aa, conv3, bn3, se, act3, downsample;
+  // pre-activated bn1 (of the input's channels), act1, conv1, bn2, act2, conv2, bn3, act3, conv3, se, downsample.
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Identity drop_block{nullptr};
   torch::nn::AnyModule aa;
-  /// act3 (in place) follows the sum.
+  /// act3 (in place) follows the sum (pre-activated: bn3).
   torch::nn::ReLU act1{nullptr}, act2{nullptr}, act3{nullptr};
   torch::nn::Sequential downsample{nullptr};
   SEBlock se{nullptr};

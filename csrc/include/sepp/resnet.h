@@ -45,24 +45,39 @@ struct SEPP_API ResNetOptions {
   TORCH_ARG(int64_t, down_kernel_size) = 1;
   TORCH_ARG(int64_t, block_reduce_first) = 1;
   TORCH_ARG(std::string, aa_layer) = "";
+  TORCH_ARG(std::vector<int64_t>, stage_planes) = std::vector<int64_t>({64, 128, 256, 512});
+  TORCH_ARG(bool, preact) = false;
   TORCH_ARG(double, drop_rate) = 0.0;
 
  public:
   /// Convenience: SE in every stage.
   ResNetOptions& se(bool on) {
-    se_stages_ = std::vector<bool>(4, on);
+    se_stages_ = std::vector<bool>(layers_.size(), on);
     return *this;
   }
   void validate() const;
-  /// Channels of the stem's output (layer1's input): 64 for the 7x7 stem, 2 * stem_width for the deep stems.
-  int64_t stem_channels() const { return stem_type_.empty() ? 64 : 2 * stem_width_; }
+  /// Channels of the stem's output (layer1's input): 64 for the 7x7 stem, stem_width for the CIFAR stem,
+  /// 2 * stem_width for the deep stems.
+  int64_t stem_channels() const {
+    if (stem_type_.empty()) return 64;
+    return stem_type_ == "cifar" ? stem_width_ : 2 * stem_width_;
+  }
+  /// Whether every entry of se_stages is the same (a bool given for every stage, whatever their number).
+  bool se_uniform() const {
+    for (bool on : se_stages_) {
+      if (on != se_stages_.front()) return false;
+    }
+    return true;
+  }
+  /// The number of stages (layers.size(), 1 to 4).
+  int64_t num_stages() const { return static_cast<int64_t>(layers_.size()); }
 
   /// The options by name: f(name, field, kind, doc) for each, in the order of the Python constructor's arguments,
   /// the SE blocks' options flattened in (see SEBlockOptions::visit). `se_stages` is `se` in Python.
   template <typename Self, typename F>
   static void visit(Self& o, F&& f) {
     f("block", o.block_, OptionKind::Plain, "'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50 and deeper)");
-    f("layers", o.layers_, OptionKind::Plain, "blocks in each of the four stages");
+    f("layers", o.layers_, OptionKind::Plain, "blocks in each stage (1 to 4 stages, as many as stage_planes)");
     f("num_classes", o.num_classes_, OptionKind::Plain,
       "classifier outputs; 0 = no classifier (forward returns the pooled features)");
     f("in_chans", o.in_chans_, OptionKind::Plain, "input channels");
@@ -70,7 +85,8 @@ struct SEPP_API ResNetOptions {
     f("width_per_group", o.width_per_group_, OptionKind::Plain, "ResNeXt width per group");
     f("stride_in_1x1", o.stride_in_1x1_, OptionKind::Plain,
       "the downsampling stride on a bottleneck's first 1x1 (the original Caffe SENet weights) instead of its 3x3");
-    f("se", o.se_stages_, OptionKind::Plain, "SE blocks in every stage (a bool) or per stage (4 bools)");
+    f("se", o.se_stages_, OptionKind::Plain,
+      "SE blocks in every stage (a bool, or bools all equal) or per stage (one bool per stage)");
     SEBlockOptions::visit(o.se_options_, f, /*embedded=*/true);
     f("se_strategy", o.se_strategy_, OptionKind::Plain,
       "where the SE block sits in a residual block: 'standard', 'pre', 'post' or 'identity' (see BlockOptions)");
@@ -83,7 +99,8 @@ struct SEPP_API ResNetOptions {
     f("stem_type", o.stem_type_, OptionKind::Plain,
       "'' (one 7x7/2 convolution), 'deep' (three 3x3 convolutions of stem_width, stem_width and 2 * stem_width "
       "channels; timm's c/d/e/s variants and SENet-154) or 'deep_tiered' (3 * (stem_width // 4), stem_width, "
-      "2 * stem_width; timm's t variants); a deep stem's conv1 is a Sequential (conv1.0, conv1.1, ..., conv1.6)");
+      "2 * stem_width; timm's t variants); a deep stem's conv1 is a Sequential (conv1.0, conv1.1, ..., conv1.6); "
+      "'cifar' (one 3x3 convolution of stride 1 to stem_width channels and no pool: 32x32 images)");
     f("stem_width", o.stem_width_, OptionKind::Plain, "the deep stems' width (see stem_type); unused by the 7x7 stem");
     f("avg_down", o.avg_down_, OptionKind::Plain,
       "downsample shortcuts as a 2x2 average pool (ceil mode, padding not counted) and a 1x1 convolution of stride 1, "
@@ -95,6 +112,13 @@ struct SEPP_API ResNetOptions {
     f("aa_layer", o.aa_layer_, OptionKind::Plain,
       "'' or 'avgpool': anti-aliased downsampling as timm's aa models: a strided block's 3x3 runs at stride 1 and a "
       "2x2/2 average pool (the block's `aa`) follows its ReLU; the stem's max pool becomes a 2x2/2 average pool");
+    f("stage_planes", o.stage_planes_, OptionKind::Plain,
+      "the width of each stage's blocks (its output has planes * expansion channels); the first stage has stride 1, "
+      "the others 2");
+    f("preact", o.preact_, OptionKind::Plain,
+      "pre-activation blocks (He et al. 2016, 'Identity Mappings'): each block starts with BN and ReLU, a "
+      "projection shortcut takes the pre-activated input, the sum has no ReLU; the stem has no BN or ReLU, and a "
+      "final BN (`norm`) and ReLU (`act`) follow the last stage. Only the standard SE placement");
     f("drop_rate", o.drop_rate_, OptionKind::Plain, "dropout probability before the classifier (training only)");
   }
 };
@@ -116,15 +140,16 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   torch::Tensor forward_features(const torch::Tensor& x);
   /// Global average pool, dropout and classifier; with pre_logits the pooled features [N, num_features].
   torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
-  /// The outputs of the four stages (strides 4, 8, 16, 32), for detection / segmentation backbones.
+  /// The outputs of the stages (strides 4, 8, 16, 32), for detection / segmentation backbones.
   std::vector<torch::Tensor> forward_stages(const torch::Tensor& x);
-  /// timm's feature maps by index: 0 = the stem's ReLU (act1, stride 2), 1..4 = layer1..layer4 (strides 4 to 32),
-  /// in the order of `indices` (each in 0..4, no repeats); stops after the deepest one asked for.
+  /// timm's feature maps by index: 0 = the stem's ReLU (act1, stride 2; with preact the stem's conv1), 1..4 =
+  /// layer1..layer4 (strides 4 to 32; 1 to 8 with the CIFAR stem), the last stage with preact after norm and act,
+  /// in the order of `indices` (each in 0..num_stages(), no repeats); stops after the deepest one asked for.
   std::vector<torch::Tensor> forward_intermediates(const torch::Tensor& x, const std::vector<int64_t>& indices);
   /// Replaces the classifier with a freshly initialised one of `num_classes` outputs (0 = none).
   void reset_classifier(int64_t num_classes);
 
-  /// Channels of the features before the classifier (512 * expansion).
+  /// Channels of the features before the classifier (the last stage's planes * expansion).
   int64_t num_features() const { return num_features_; }
   /// Channels of each stage's output.
   std::vector<int64_t> stage_channels() const;
@@ -132,16 +157,24 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   torch::nn::Conv2dImpl& stem_conv() const;
 
   ResNetOptions options;
-  // Children in timm's order: conv1, bn1, act1, maxpool, layer1..layer4, global_pool, fc.
+  // Children in timm's order: conv1, bn1, act1, maxpool, layer1..layer4, global_pool, fc; with preact conv1,
+  // maxpool, layer1..layerN, norm, act, global_pool, fc.
   /// The 7x7/2 stem convolution, registered as conv1; null with a deep stem.
   torch::nn::Conv2d conv1{nullptr};
   /// A deep stem (Conv2d, BatchNorm2d, ReLU, Conv2d, BatchNorm2d, ReLU, Conv2d), registered as conv1 in conv1's place.
   torch::nn::Sequential deep_conv1{nullptr};
+  /// The stem's BN and ReLU; null with preact.
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::ReLU act1{nullptr};
-  /// torch::nn::MaxPool2d (3x3/2), or torch::nn::AvgPool2d (2x2/2) with aa_layer.
+  /// torch::nn::MaxPool2d (3x3/2), torch::nn::AvgPool2d (2x2/2) with aa_layer, torch::nn::Identity with the CIFAR stem.
   torch::nn::AnyModule maxpool;
+  /// The stages; those past num_stages() are null.
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  /// The stages that exist, in order.
+  std::vector<torch::nn::Sequential> stages() const;
+  /// With preact: the BN and ReLU after the last stage; else null.
+  torch::nn::BatchNorm2d norm{nullptr};
+  torch::nn::ReLU act{nullptr};
   /// pool (global average, to 1x1) and flatten, as timm's SelectAdaptivePool2d.
   torch::nn::Sequential global_pool{nullptr};
   /// torch::nn::Linear, or torch::nn::Identity when num_classes == 0.
@@ -150,13 +183,15 @@ class SEPP_API ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
  private:
   torch::nn::Sequential make_layer(int64_t stage, int64_t planes, int64_t blocks, int64_t stride, int64_t& inplanes);
   void make_classifier();
-  /// check_input, and an image size the network can take through feature `depth` (0 = the stem, 4 = layer4): in
-  /// training mode, more than one value per channel at every batch norm.
-  void check_image(const torch::Tensor& x, int64_t depth = 4) const;
+  /// check_input, and an image size the network can take through feature `depth` (0 = the stem, 4 = layer4; -1 = the
+  /// last stage): in training mode, more than one value per channel at every batch norm.
+  void check_image(const torch::Tensor& x, int64_t depth = -1) const;
   /// conv1, bn1, act1, maxpool, unchecked.
   torch::Tensor stem(const torch::Tensor& x);
-  /// conv1 (or deep_conv1), bn1, act1, unchecked.
+  /// conv1 (or deep_conv1), bn1, act1 (conv1 alone with preact), unchecked.
   torch::Tensor stem_act(const torch::Tensor& x);
+  /// With preact, norm and act after the last stage; else x.
+  torch::Tensor final_act(const torch::Tensor& x);
   int64_t num_features_ = 0;
 };
 

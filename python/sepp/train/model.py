@@ -12,7 +12,7 @@ __all__ = ["CheckpointedStages", "ModelEma"]
 
 
 class CheckpointedStages(nn.Module):
-    """A sepp ResNet whose four stages are recomputed in backward (``torch.utils.checkpoint``, non-reentrant): only
+    """A sepp ResNet whose stages are recomputed in backward (``torch.utils.checkpoint``, non-reentrant): only
     the stage boundaries are kept for backward. The gradients are those of the plain model; BN running statistics are
     updated twice per step (once more in the recomputation)."""
 
@@ -23,8 +23,10 @@ class CheckpointedStages(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
         h = m.forward_stem(x)
-        for stage in (m.layer1, m.layer2, m.layer3, m.layer4):
-            h = checkpoint(stage, h, use_reentrant=False)
+        for i in range(len(m.stage_channels)):
+            h = checkpoint(getattr(m, f"layer{i + 1}"), h, use_reentrant=False)
+        if m.options["preact"]:  # the final norm and ReLU of a pre-activation model
+            h = m.act(m.norm(h))
         return m.forward_head(h)
 
 
