@@ -1,5 +1,17 @@
 """pytest hooks and fixtures: fresh random inputs every run, the seed printed so a failure can be replayed with
-SEPP_TEST_SEED. The shared functions and constants are in helpers.py (test files import from there, not from here)."""
+SEPP_TEST_SEED; and the hypothesis profiles of the property tests (test_properties_*.py), loaded here, before any test
+module is imported, so that every property test file runs under the same one. The shared functions and constants are
+in helpers.py (test files import from there, not from here).
+
+Hypothesis draws every value an example uses, torch's random numbers included (through a drawn seed), so an example
+is replayed exactly from what hypothesis prints when it fails (the arguments, and a @reproduce_failure line). The
+default profile, "ci", runs a bounded number of examples, derandomized: the same examples every run, about 30 s on
+two idle cores for the three files. The "long" profile runs 10 times as many (about 5 minutes), from a fresh random
+start each run:
+
+    cd tests && SEPP_HYPOTHESIS_PROFILE=long python -m pytest -q -p no:cacheprovider test_properties_*.py
+
+(``--hypothesis-seed=N`` replays a long run; ``--hypothesis-show-statistics`` shows the timings)."""
 
 from __future__ import annotations
 
@@ -9,6 +21,13 @@ import zlib
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# The property tests' hypothesis profiles ("ci", the default, and "long"; see above).
+_COMMON = dict(deadline=None, database=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
+settings.register_profile("long", max_examples=1000, **_COMMON)
+settings.load_profile(os.environ.get("SEPP_HYPOTHESIS_PROFILE", "ci"))
 
 SEED = int(os.environ.get("SEPP_TEST_SEED", random.SystemRandom().randrange(2**31)))
 

@@ -1,9 +1,11 @@
 """What several test files share: the devices to run on, the CUDA-only mark, random weights and the relative error
 (from sepp.testing, the one copy the tests and the comparison use), weight copies between sepp's C++-backed models
-and the pure-Python reference, and the operator tests' dtypes, tolerances, ids and NaN-poisoned allocations.
+and the pure-Python reference, the operator tests' dtypes, tolerances, ids and NaN-poisoned allocations, and what the
+property tests (test_properties_*.py) share: their example counts, the option values, the drawn seeds, operator
+shapes and random inputs.
 
 Plain functions and constants: test files import them (``from helpers import ...``); conftest.py holds only the
-pytest hooks and fixtures."""
+pytest hooks, the fixtures and the hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -11,20 +13,30 @@ import contextlib
 
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from sepp.testing import randomize_, randomize_norms_, rel_err
 
 __all__ = [
+    "BLOCKS",
     "DEVICES",
     "DTYPES",
+    "GATES",
+    "SQUEEZES",
+    "STRATEGIES",
     "TOL",
     "copy_state",
     "cuda_only",
     "dtype_id",
+    "examples",
+    "op_shapes",
     "poisoned_memory",
+    "random_input",
     "randomize_",
     "randomize_norms_",
     "rel_err",
+    "seeds",
     "shape_id",
 ]
 
@@ -69,3 +81,30 @@ def poisoned_memory():
     finally:
         torch.utils.deterministic.fill_uninitialized_memory = fill
         torch.use_deterministic_algorithms(det)
+
+
+# ------------------------------------------------------------------------------------------ property tests
+
+
+def examples(share: float):
+    """This test's example count: ``share`` of the profile's, per parametrized case (an example of a model test takes
+    ~300 ms, of an operator or error test ~1 ms)."""
+    return settings(max_examples=max(1, round(settings.default.max_examples * share)))
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+# The values of ResNet's string options.
+SQUEEZES = ["avg", "max", "avgmax"]
+GATES = ["sigmoid", "hard_sigmoid", "tanh"]
+STRATEGIES = ["standard", "pre", "post", "identity"]
+BLOCKS = ["basic", "bottleneck"]
+
+# [N, C, H, W] of the SE operators' random inputs, valid and invalid.
+op_shapes = st.tuples(st.integers(1, 4), st.integers(1, 80), st.integers(1, 17), st.integers(1, 17))
+
+
+def random_input(shape, dtype, seed, channels_last=False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
