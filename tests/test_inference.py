@@ -487,6 +487,61 @@ def test_cuda_graphs_captured_by_two_threads_at_once():
 
 
 @cuda_only
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_graph_capture_failure_falls_back_to_the_forward_without_a_graph():
+    """A capture that fails (here at the synchronisation after the warm-up, refused in torch's sync debug mode
+    "error") runs the forward without a graph instead of raising, and that shape is not captured again, while other
+    shapes still are."""
+    m = _pair("se_resnet18").cuda()
+    o = sepp.optimize_for_inference(m)
+    plain = sepp.optimize_for_inference(m, cuda_graphs=False)
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.inference_mode():
+        want = plain(x)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            y1 = o(x)
+            y2 = o(x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert o.cuda_graphs_captured == 0
+        y3 = o(x)  # synchronisations allowed again: still not captured
+        assert o.cuda_graphs_captured == 0
+        x4 = torch.randn(1, 3, 64, 64, device="cuda")
+        y4 = o(x4)
+        assert o.cuda_graphs_captured == 1
+        want4 = plain(x4)
+    for y in (y1, y2, y3):
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y4, want4, rtol=1e-4, atol=1e-4)
+
+
+@cuda_only
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_graphs_called_inside_the_callers_capture():
+    """Called while the caller captures a CUDA graph of its own, the model's forward is recorded into that graph,
+    which replays it; the model's own graph of the shape is neither replayed nor captured there."""
+    m = _pair("se_resnet18").cuda()
+    o = sepp.optimize_for_inference(m)
+    plain = sepp.optimize_for_inference(m, cuda_graphs=False)
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.inference_mode():
+        want = plain(x)
+        static_x = torch.zeros_like(x)
+        o(static_x)  # the warm-up the caller's capture needs (and the model's own capture of this shape)
+        assert o.cuda_graphs_captured == 1
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_y = o(static_x)
+        static_x.copy_(x)
+        g.replay()
+        torch.cuda.synchronize()
+        assert o.cuda_graphs_captured == 1
+    torch.testing.assert_close(static_y, want, rtol=1e-4, atol=1e-4)
+
+
+@cuda_only
 @pytest.mark.parametrize("cuda_graphs", [True, False], ids=["graphs", "no_graphs"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_cuda_resnext_float16_matches_eager(batch, cuda_graphs):

@@ -2,6 +2,7 @@
 
 // One CUDA graph per input shape for a function of one tensor (the optimized model's forward): captured the first
 // time a shape is seen, replayed after; at most kMaxCudaGraphs shapes kept, the least recently used dropped first.
+// A shape whose capture fails runs without a graph.
 
 #include <ATen/core/Tensor.h>
 
@@ -40,6 +41,11 @@ class GraphCache {
   /// x is copied into the graph's input, and the result is a fresh tensor (a copy of the graph's output) made in the
   /// caller's mode (a normal tensor outside inference mode), ordered on the current stream. Calls from several
   /// threads are serialised per cache, and each replay waits for the previous one's copy-out.
+  /// When the warm-up or the capture throws, the capture is ended and its graph dropped, and x runs through forward
+  /// without a graph on the current stream, as it does on every later call with that shape, dtype and device (not
+  /// captured again, and not serialised); the cache's first such failure is reported in a warning naming its cause.
+  /// When the current stream is itself capturing (the caller records a graph of its own), forward(x) runs into the
+  /// caller's graph.
   at::Tensor run(const at::Tensor& x, const Forward& forward);
   /// How many graphs the cache holds now (at most kMaxCudaGraphs).
   int64_t captured() const;
@@ -52,6 +58,9 @@ class GraphCache {
   // Keyed by x's sizes, dtype and device; the most recently replayed first.
   std::list<std::pair<std::vector<int64_t>, std::unique_ptr<Entry>>> entries_;
   std::vector<std::unique_ptr<Stream>> streams_;  // the capture stream of each device captured on
+  // Keys whose capture failed, run without a graph; the most recently seen first, a bounded number kept.
+  std::list<std::vector<int64_t>> failed_;
+  bool warned_ = false;  // a failed capture has been reported
 };
 
 }  // namespace sepp::inference
