@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import mmap
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,10 @@ def test_memory_that_grows_after_the_warm_up_is_reported(soak):
     kept = []
 
     def leaky(x):
-        kept.append(torch.ones(256 * 1024))  # 1 MiB, written, kept
+        # 1 MiB of fresh pages, written and kept (an anonymous mmap: malloc could reuse memory earlier tests freed)
+        page = mmap.mmap(-1, 1 << 20)
+        page.write(b"\1" * (1 << 20))
+        kept.append(page)
         return x.clone()
 
     r = soak.soak(leaky, torch.ones(1, 3, 4, 4), calls=40, threads=2)  # 2 warm-up calls, then 38 MiB more
