@@ -401,7 +401,8 @@ def test_cli_with_autocast(runs, toy_data, tmp_path, amp):
 def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     """torchrun's step-2 checkpoint (2 processes x 4 images) continues on 1 process x 4 images x 2 accumulation
     steps, the same global batches: after step 4 the weights are torchrun's own step 4, up to float summation order
-    (BN normalises the same 4 images either way; torch.compile on, for good measure)."""
+    (BN normalises the same 4 images either way; DDP's mean of two gradients and the sum of two halves are the same
+    numbers)."""
     source, done = runs["torchrun"]
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "one_process"
@@ -413,7 +414,6 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
             "4",
             "--accum-steps",
             "2",
-            "--compile",
             "--no-progress",
             "--resume",
             step_dir(source, 2),
@@ -425,16 +425,18 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, toy_data, tmp_path):
     state = torch.load(step_dir(run, 4) / "state.pt", weights_only=True)
     assert (state["world_size"], state["global_batch"], state["epoch_samples"], state["step"]) == (1, 8, 32, 4)
     a, b = (load_file(str(step_dir(r, 4) / "model.safetensors")) for r in (run, source))
+    start = load_file(str(step_dir(source, 2) / "model.safetensors"))
     params = {name for name, _ in sepp.se_resnet18(num_classes=3).named_parameters()}
-    # float32 sums in another order: 1e-7 per sum, grown by the steps and by small tensors (a BN bias starts at 0 and
-    # holds only its updates; one measured 5.5e-6). A wrong batch or a lost accumulation step is off by far more.
-    # With --compile the resumed run is the compiled reference, the source the C++ eager forward: another order again.
-    # A tensor near zero (a BN bias holding only updates of 1e-8, sums that cancel) gets an absolute floor of 1e-8,
-    # 1e-7 of the weights' scale.
+    # Measured equal to the bit (2-core Xeon). The bound leaves room for another summation order where the thread
+    # counts differ, and is far below what a wrong batch or a lost accumulation step (an update off by half) gives.
+    # torch.compile is not used here: its kernels sum in their own order, which moved a zero-initialised BN's
+    # parameters, made only of the two steps' updates, by up to 2e-3 of those updates (tests/test_compile_export.py
+    # holds compiled training to eager).
     for k in params:
         err = float((a[k] - b[k]).abs().max())
-        assert err <= 1e-4 * float(b[k].abs().max()) + 1e-8, (k, err, float(b[k].abs().max()))
-    assert not all(torch.equal(a[k], load_file(str(step_dir(source, 2) / "model.safetensors"))[k]) for k in params)
+        update = float((b[k] - start[k]).abs().max())
+        assert err <= 1e-5 * float(b[k].abs().max()) + 1e-4 * update + 1e-9, (k, err, update)
+    assert not all(torch.equal(a[k], start[k]) for k in params)
 
 
 KILLED_WHILE_SAVING = textwrap.dedent("""
