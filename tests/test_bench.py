@@ -110,6 +110,7 @@ def test_compare_end_to_end(tmp_path, capsys):
         "2",
         "--output-dir",
         str(tmp_path),
+        "--no-memory",  # test_bench_floor_memory.py runs it
     ]
     assert sb.main(argv) == 0
     out = capsys.readouterr().out

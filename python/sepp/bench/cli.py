@@ -39,8 +39,10 @@ import torch.nn.functional as F
 from ..files import write_text_atomic
 from ..testing import randomize_norms_
 from .common import ALL_KINDS, DTYPES, SCHEMA, TOLERANCE, TRAIN_LR, error_line, is_train
-from .contenders import Contender, build_contenders, train_labels
+from .contenders import Contender, Setups, build_contenders, train_labels
+from .floor import floor_lines, measure_floor
 from .kernels import measure_kernels
+from .memory import measure_memory, memory_lines
 from .report import (
     hook_cost,
     kernel_table,
@@ -51,6 +53,7 @@ from .report import (
     versions,
     write_chart,
 )
+from .runners import onnx_file
 from .timing import Result, add_ratios, measure_rounds, prepare
 
 
@@ -95,6 +98,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--rounds", type=int, default=3, help="rounds over the contenders (each runs iters/rounds per round)"
     )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="leave out the floor (the model's FLOPs at the rate of a large 1x1 convolution, measured per dtype)",
+    )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="leave out the peak memory of sepp-bench --optimize, ONNX Runtime and OpenVINO, each alone in a process",
+    )
+    p.add_argument("--memory-iters", type=int, default=10, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="bench/results", help="where the JSON and the PNG go")
     p.add_argument("--no-chart", action="store_true")
@@ -116,6 +130,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         ("--iters", args.iters, 1),
         ("--threads", args.threads, 0),
         ("--rounds", args.rounds, 1),
+        ("--memory-iters", args.memory_iters, 1),
     ):
         if v < lo:
             fail(f"{flag}: expected an integer >= {lo}, got {v}")
@@ -187,6 +202,19 @@ def run(
         print(f"  timing: {args.rounds} rounds over the contenders", file=sys.stderr, flush=True)
         measure_rounds(prepared, args)
         del prepared
+        floors = []
+        if not args.no_floor and args.device == "cpu":
+            print(f"  floor: a large 1x1 convolution, {args.rounds} rounds", file=sys.stderr, flush=True)
+            floors = [dataclasses.asdict(f) for f in measure_floor(args, args.dtypes, args.rounds)]
+        memory = []
+        kinds = {c.kind for c in contenders}
+        if not args.no_memory and args.device == "cpu" and kinds & {"sepp-cpp", "onnxruntime", "openvino"}:
+            print("  peak memory: each deployment alone in its own process", file=sys.stderr, flush=True)
+
+            def onnx() -> Path:
+                return onnx_file(x, Path(tmp), lambda: Setups(args, state, x, Path(tmp)).reference_model())
+
+            memory = [dataclasses.asdict(m) for m in measure_memory(args, args.dtypes, kinds, onnx, Path(tmp))]
     add_ratios(results)
     kernels = None
     if args.kernels:
@@ -215,6 +243,8 @@ def run(
             "kernels": args.kernels,
         },
         "results": [dataclasses.asdict(r) for r in results],
+        "floor": floors,
+        "memory": memory,
         "se_overhead": se_overhead(results),
         "hook_cost": hook_cost(results),
         "notes": args.notes,
@@ -240,7 +270,7 @@ def run(
         f"{args.model}, batch {args.batch_size}, {args.image_size}², {args.device} "
         f"({info.get('gpu') or info['cpu']}, {torch.get_num_threads()} threads)"
     )
-    chart = None if args.no_chart else write_chart(results, out_dir / f"{stem}.png", title)
+    chart = None if args.no_chart else write_chart(results, out_dir / f"{stem}.png", title, floors)
     report["chart_path"] = str(chart) if chart else None
     return report
 
@@ -257,7 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"({s['warmup']} warm-up runs per round)\n"
     )
     print(markdown_table([Result(**r) for r in report["results"]]))
-    for line in report["se_overhead"] + report["hook_cost"] + report["notes"]:
+    lines = floor_lines(report["floor"], report["results"]) + memory_lines(report["memory"])
+    for line in lines + report["se_overhead"] + report["hook_cost"] + report["notes"]:
         print("\n" + line)
     if "kernels" in report:
         print("\nSE kernels (channels_last; median time per call; floor: the bytes at the copy bandwidth)\n")

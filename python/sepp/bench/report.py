@@ -9,7 +9,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -145,9 +145,10 @@ def hook_cost(results: List[Result]) -> List[str]:
     ]
 
 
-def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]:
+def write_chart(results: List[Result], path: Path, title: str, floors: Sequence[Dict[str, Any]] = ()) -> Optional[Path]:
     """A horizontal bar chart of the timed rows' medians (sepp red, SE overhead orange, the others blue) as a PNG
-    at ``path``; None when matplotlib is not installed or nothing was timed."""
+    at ``path``, with each measured floor (see :mod:`.floor`) drawn as a dashed line across its dtype's rows; None
+    when matplotlib is not installed or nothing was timed."""
     if importlib.util.find_spec("matplotlib") is None:
         return None
     import matplotlib
@@ -173,6 +174,11 @@ def write_chart(results: List[Result], path: Path, title: str) -> Optional[Path]
     for yi, r in zip(y, rows):
         ratio = f"  ×{r.ratio_to_sepp:.2f}" if r.ratio_to_sepp else ""
         ax.text(r.median_ms, yi, f" {r.median_ms:.1f} ms{ratio}", va="center", fontsize=8)
+    for f in floors:
+        ys = [yi for yi, r in zip(y, rows) if r.dtype == f["dtype"]]
+        if f.get("floor_ms") and ys:
+            ax.vlines(f["floor_ms"], min(ys) - 0.45, max(ys) + 0.45, colors="k", linestyles="dashed", linewidth=1)
+            ax.text(f["floor_ms"], max(ys) + 0.5, f" floor {f['dtype']} {f['floor_ms']:.1f} ms", fontsize=7)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("median ms (lower is better); ×: ratio to sepp at the same dtype", fontsize=8)
     ax.set_title(title, fontsize=9)

@@ -1,0 +1,120 @@
+"""Peak memory of a deployment, each contender alone in a fresh process of its own at the comparison's batch size:
+``sepp-bench --optimize`` (the C++ executable, the optimized model), and ONNX Runtime and OpenVINO loading the
+exported ONNX file without torch (``_alone.py``). The parent process, which holds every contender at once, is never
+measured."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, Set
+
+import torch
+
+from .._cli import sepp_bench_executable
+from .common import Skip, error_line
+
+
+@dataclasses.dataclass
+class Memory:
+    """One process's peak resident set (ru_maxrss) after its timed calls, and its median ms there."""
+
+    name: str
+    dtype: str
+    status: str  # ok | skipped | failed
+    reason: str = ""
+    command: str = ""
+    peak_rss_mib: Optional[float] = None
+    median_ms: Optional[float] = None
+
+
+def _run_json(cmd: List[str], what: str) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RuntimeError(f"{what} exited with {proc.returncode}: {lines[-1] if lines else 'no output'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Memory:
+    exe = sepp_bench_executable()
+    if exe is None:
+        raise Skip("the sepp-bench executable is not installed with this sepp")
+    js = workdir / f"memory-sepp-bench-{dtype}.json"
+    cmd = [
+        str(exe), "--model", args.model, "--device", "cpu", "--dtype", dtype, "--optimize", "--channels-last",
+        "--threads", str(torch.get_num_threads()), "--batch-size", str(args.batch_size),
+        "--image-size", str(args.image_size), "--warmup", "1", "--iters", str(args.memory_iters), "--json", str(js),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sepp-bench exited with {proc.returncode}: {proc.stderr.strip()}")
+    r = json.loads(js.read_text())["results"][0]
+    return Memory("sepp-bench --optimize (C++)", dtype, "ok", "", " ".join(cmd), r["peak_mib"], r["p50_ms"])
+
+
+def _runtime(runtime: str) -> Callable[[argparse.Namespace, str, Path], Memory]:
+    def measure(args: argparse.Namespace, dtype: str, onnx: Path) -> Memory:
+        import importlib.util
+
+        if importlib.util.find_spec(runtime) is None:
+            raise Skip(f"{runtime} is not installed")
+        if runtime == "onnxruntime" and dtype != "float32":
+            raise Skip(f"the CPU execution provider has no {dtype} convolutions")
+        script = Path(__file__).with_name("_alone.py")
+        cmd = [sys.executable, str(script), runtime, str(onnx), "--threads", str(torch.get_num_threads())]
+        cmd += ["--iters", str(args.memory_iters), "--dtype", dtype, "--batch-size", str(args.batch_size)]
+        r = _run_json(cmd, f"{runtime} alone")
+        return Memory(runtime, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"])
+
+    return measure
+
+
+def measure_memory(
+    args: argparse.Namespace, dtypes: List[str], kinds: Set[str], onnx: Callable[[], Path], workdir: Path
+) -> List[Memory]:
+    """Peak RSS of sepp-bench --optimize, ONNX Runtime and OpenVINO (those of ``kinds``, the contender kinds of the
+    comparison), each alone in its own process, per dtype. ``onnx`` exports (once) and returns the ONNX file the
+    runtimes load. CPU only."""
+    out = []
+    for dtype in dtypes:
+        for kind, name, fn in (
+            ("sepp-cpp", "sepp-bench --optimize (C++)", lambda a, d: _sepp_bench(a, d, workdir)),
+            ("onnxruntime", "ONNX Runtime (alone, no torch)", lambda a, d: _runtime("onnxruntime")(a, d, onnx())),
+            ("openvino", "OpenVINO (alone, no torch)", lambda a, d: _runtime("openvino")(a, d, onnx())),
+        ):
+            if kind not in kinds:
+                continue
+            if args.device != "cpu":
+                out.append(Memory(name, dtype, "skipped", "measured on the CPU only"))
+                continue
+            try:
+                m = fn(args, dtype)
+                m.name = name
+                out.append(m)
+            except Skip as e:
+                out.append(Memory(name, dtype, "skipped", str(e)))
+            except Exception as e:  # one runtime failing must not take the comparison down
+                out.append(Memory(name, dtype, "failed", error_line(e)))
+    return out
+
+
+def memory_lines(memory: List[dict]) -> List[str]:
+    """One line per dtype: each process's peak RSS, and sepp-bench's as a multiple of OpenVINO's."""
+    lines = []
+    for dtype in dict.fromkeys(m["dtype"] for m in memory):
+        rows = [m for m in memory if m["dtype"] == dtype]
+        parts = [
+            f"{m['name']} {m['peak_rss_mib']:.0f} MiB" if m["status"] == "ok" else f"{m['name']} {m['status']}"
+            for m in rows
+        ]
+        ok = {m["name"].split(" (")[0]: m["peak_rss_mib"] for m in rows if m["status"] == "ok"}
+        ratio = ""
+        if "sepp-bench --optimize" in ok and "OpenVINO" in ok:
+            ratio = f"; sepp-bench ÷ OpenVINO = {ok['sepp-bench --optimize'] / ok['OpenVINO']:.2f}×"
+        lines.append(f"Peak memory, each alone in its own process ({dtype}): " + ", ".join(parts) + ratio)
+    return lines
