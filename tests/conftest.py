@@ -36,6 +36,11 @@ def pytest_report_header(config):
     return f"sepp tests: random seed {SEED} (replay with SEPP_TEST_SEED={SEED})"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Also at the end, where a quiet run (-q, as the test command runs) prints it: a failure's values can be replayed.
+    terminalreporter.write_line(f"sepp tests: random seed {SEED} (replay with SEPP_TEST_SEED={SEED})")
+
+
 def seed_of(nodeid: str) -> int:
     """The seed of the test ``nodeid`` in this run: SEED plus a hash of the node id that is the same in every process
     (crc32; Python's str hash is salted per process), so SEPP_TEST_SEED replays every test's values."""
