@@ -165,7 +165,7 @@ def test_the_child_is_started_only_once_this_process_is_idle():
     waited = sb_runners.wait_until_idle()
     t.join()
     assert waited >= 0.3  # it waited for the spinning thread to end
-    assert sb_runners.wait_until_idle() < 0.3  # and does not wait when nothing runs
+    assert sb_runners.wait_until_idle() < 1.0  # and does not wait for its limit (3 s) when nothing runs
 
 
 def test_the_comparison_reports_the_floor_and_the_memory(tmp_path, capsys):
