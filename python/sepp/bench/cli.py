@@ -17,6 +17,10 @@ channels_last) of sepp and of timm, each checked by the loss of one step on a fr
 SE operators (``torch.ops.sepp.se_squeeze``, ``se_excite``, ``se_scale``) at the shapes of the model's SE blocks,
 next to the device's copy bandwidth, with the bytes and FLOPs each must move and do.
 
+On the CPU the report also gives the floor of each dtype (the model's FLOPs at the rate of a large 1x1 convolution,
+measured in the same run: ``floor.py``) and the peak memory of ``sepp-bench --optimize``, ONNX Runtime and OpenVINO,
+each alone in its own process (``memory.py``); ``--no-floor`` and ``--no-memory`` leave them out.
+
 Prints a markdown table (medians, the ratio of each to sepp at the same dtype), and writes the raw results as JSON and
 a PNG chart under ``--output-dir`` (default ``bench/results``), named by machine, device and model.
 """
