@@ -162,10 +162,10 @@ def test_the_child_is_started_only_once_this_process_is_idle():
 
     t = threading.Thread(target=spin)
     t.start()
-    waited = sb_runners.wait_until_idle()
+    sb_runners.wait_until_idle(limit_s=30.0)
+    assert time.perf_counter() >= stop  # it returned only after the spinning thread had ended
     t.join()
-    assert waited >= 0.3  # it waited for the spinning thread to end
-    assert sb_runners.wait_until_idle() < 1.0  # and does not wait for its limit (3 s) when nothing runs
+    assert sb_runners.wait_until_idle(limit_s=30.0) < 30.0  # and, with nothing running, before its limit
 
 
 def test_the_comparison_reports_the_floor_and_the_memory(tmp_path, capsys):

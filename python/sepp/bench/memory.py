@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional, Set, Tuple
 
 import torch
 
@@ -40,7 +40,8 @@ def _run_json(cmd: List[str], what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Memory:
+def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Tuple[List[str], dict]:
+    """Runs ``sepp-bench --optimize`` alone; returns its command and its peak RSS and median ms."""
     exe = sepp_bench_executable()
     if exe is None:
         raise Skip("the sepp-bench executable is not installed with this sepp")
@@ -54,24 +55,21 @@ def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Memory:
     if proc.returncode != 0:
         raise RuntimeError(f"sepp-bench exited with {proc.returncode}: {proc.stderr.strip()}")
     r = json.loads(js.read_text())["results"][0]
-    return Memory("sepp-bench --optimize (C++)", dtype, "ok", "", " ".join(cmd), r["peak_mib"], r["p50_ms"])
+    return cmd, {"peak_rss_mib": r["peak_mib"], "median_ms": r["p50_ms"]}
 
 
-def _runtime(runtime: str) -> Callable[[argparse.Namespace, str, Path], Memory]:
-    def measure(args: argparse.Namespace, dtype: str, onnx: Path) -> Memory:
-        import importlib.util
+def _runtime(runtime: str, args: argparse.Namespace, dtype: str, onnx: Path) -> Tuple[List[str], dict]:
+    """Runs ``_alone.py`` on ``onnx`` in ONNX Runtime or OpenVINO; returns its command and its report."""
+    import importlib.util
 
-        if importlib.util.find_spec(runtime) is None:
-            raise Skip(f"{runtime} is not installed")
-        if runtime == "onnxruntime" and dtype != "float32":
-            raise Skip(f"the CPU execution provider has no {dtype} convolutions")
-        script = Path(__file__).with_name("_alone.py")
-        cmd = [sys.executable, str(script), runtime, str(onnx), "--threads", str(torch.get_num_threads())]
-        cmd += ["--iters", str(args.memory_iters), "--dtype", dtype, "--batch-size", str(args.batch_size)]
-        r = _run_json(cmd, f"{runtime} alone")
-        return Memory(runtime, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"])
-
-    return measure
+    if importlib.util.find_spec(runtime) is None:
+        raise Skip(f"{runtime} is not installed")
+    if runtime == "onnxruntime" and dtype != "float32":
+        raise Skip(f"the CPU execution provider has no {dtype} convolutions")
+    script = Path(__file__).with_name("_alone.py")
+    cmd = [sys.executable, str(script), runtime, str(onnx), "--threads", str(torch.get_num_threads())]
+    cmd += ["--iters", str(args.memory_iters), "--dtype", dtype, "--batch-size", str(args.batch_size)]
+    return cmd, _run_json(cmd, f"{runtime} alone")
 
 
 def measure_memory(
@@ -83,9 +81,9 @@ def measure_memory(
     out = []
     for dtype in dtypes:
         for kind, name, fn in (
-            ("sepp-cpp", "sepp-bench --optimize (C++)", lambda a, d: _sepp_bench(a, d, workdir)),
-            ("onnxruntime", "ONNX Runtime (alone, no torch)", lambda a, d: _runtime("onnxruntime")(a, d, onnx())),
-            ("openvino", "OpenVINO (alone, no torch)", lambda a, d: _runtime("openvino")(a, d, onnx())),
+            ("sepp-cpp", "sepp-bench --optimize (C++)", lambda d: _sepp_bench(args, d, workdir)),
+            ("onnxruntime", "ONNX Runtime (alone, no torch)", lambda d: _runtime("onnxruntime", args, d, onnx())),
+            ("openvino", "OpenVINO (alone, no torch)", lambda d: _runtime("openvino", args, d, onnx())),
         ):
             if kind not in kinds:
                 continue
@@ -93,9 +91,8 @@ def measure_memory(
                 out.append(Memory(name, dtype, "skipped", "measured on the CPU only"))
                 continue
             try:
-                m = fn(args, dtype)
-                m.name = name
-                out.append(m)
+                cmd, r = fn(dtype)
+                out.append(Memory(name, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"]))
             except Skip as e:
                 out.append(Memory(name, dtype, "skipped", str(e)))
             except Exception as e:  # one runtime failing must not take the comparison down
