@@ -7,6 +7,8 @@
 #include "inference/model.h"
 #include "inference/onednn.h"
 
+#include <sepp/ops.h>
+
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/utils.h>
@@ -169,6 +171,8 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   }
 
   torch::NoGradGuard no_grad;
+  // The SE kernels check themselves now (CUDA), not in the first forward or inside a graph capture.
+  ops::check_kernels(device, dtype);
   const int64_t n = size[0];
   const c10::ScalarType mlp_dtype = (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
 

@@ -14,7 +14,9 @@
 #include <torch/python.h>
 
 #include <pybind11/stl.h>
+#include <torch/csrc/Exceptions.h>
 
+#include <exception>
 #include <optional>
 #include <sstream>
 #include <type_traits>
@@ -24,7 +26,22 @@ using torch::nn::Module;
 
 namespace {
 
-constexpr auto kNoGil = py::call_guard<py::gil_scoped_release>();
+// C++ warnings (TORCH_WARN) raised during a call become Python warnings when it returns (torch's handler; told when
+// an exception is on its way out, so that it does not throw over it).
+class WarningsToPython {
+ public:
+  ~WarningsToPython() noexcept(false) {
+    if (std::uncaught_exceptions() > uncaught_) handler_->set_in_exception();
+    handler_.reset();
+  }
+
+ private:
+  std::optional<torch::PyWarningHandler> handler_{std::in_place};
+  int uncaught_ = std::uncaught_exceptions();
+};
+
+// The GIL released during the call, which is made after the warning handler is installed and ends before it reports.
+constexpr auto kNoGil = py::call_guard<WarningsToPython, py::gil_scoped_release>();
 
 std::string pretty(const Module& m) {
   std::ostringstream s;
@@ -137,6 +154,7 @@ PYBIND11_MODULE(_C, m) {
             "optimize_for_inference: expected dtype float32, bfloat16, float16 or float64, got ", dtype);
         o.input_size(std::move(input_size));
         o.cuda_graphs(cuda_graphs);
+        WarningsToPython warnings;
         py::gil_scoped_release no_gil;
         return sepp::optimize_for_inference(sepp::ResNet(model), o);
       },
@@ -164,6 +182,29 @@ PYBIND11_MODULE(_C, m) {
         return d;
       },
       py::arg("path"), "The tensors of a safetensors file, through the C++ reader.");
+  m.def(
+      "kernel_checks",
+      [] {
+        py::list out;
+        for (const auto& c : sepp::ops::kernel_checks()) {
+          py::dict d;
+          d["op"] = c.op;
+          d["device"] = c.device;
+          d["dtype"] = c.dtype;
+          d["state"] = c.state;
+          d["error"] = c.error;
+          out.append(d);
+        }
+        return out;
+      },
+      "The self-checks of sepp's kernels this process has run (see sepp.ops.kernel_checks).");
+  m.def(
+      "check_kernels",
+      [](const torch::Device& device, const torch::Dtype dtype) { sepp::ops::check_kernels(device, dtype); },
+      py::arg("device"), py::arg("dtype"), kNoGil);
+  m.def(
+      "_configure_kernel_checks_for_testing", &sepp::ops::configure_kernel_checks_for_testing, py::arg("check_cpu"),
+      py::arg("fault_op"));
   m.def("build_info", [] {
     const auto info = sepp::build_info();
     py::dict d;

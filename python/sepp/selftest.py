@@ -5,6 +5,9 @@ sizes (H x W = 1, 7 x 5, 13 x 17; channels that are no multiple of a vector widt
 are compared with the same computation in float64 on the CPU (plain ATen for the operators, :mod:`sepp.reference`
 for the models). The table gives each check's largest error relative to the largest reference value. The exit
 status is 1 when a check fails. Run it first on a GPU: sepp's CUDA kernels are built in CI but were never run there.
+
+On CUDA, each kernel also checks itself the first time it runs in a dtype (:func:`sepp.ops.kernel_checks`) and, when
+it fails, is replaced by ATen's operators: the checks above then pass, and a "kernel self-check" row fails instead.
 """
 
 from __future__ import annotations
@@ -239,8 +242,26 @@ def _model_checks(device: str, dtype: torch.dtype, gen: torch.Generator) -> Iter
         model.to("cpu", torch.float64)
 
 
+def _kernel_self_checks(devices: Sequence[str]) -> Iterator[Check]:
+    """The kernels' own run-time checks that this process ran on these devices (:func:`sepp.ops.kernel_checks`). A
+    kernel that failed one has been replaced by ATen's operators, so the checks above pass; this row says so."""
+    for rec in ops.kernel_checks():
+        if rec["device"].split(":")[0] in devices:
+            failed = rec["state"] != "ok"
+            yield Check(
+                f"{rec['op']} kernel self-check",
+                rec["device"],
+                rec["dtype"],
+                "-",
+                float("inf") if failed else 0.0,
+                0.0,
+                rec["error"] if failed else "",
+            )
+
+
 def run(devices: Sequence[str], seed: int = 0, models: bool = True) -> List[Check]:
-    """Every check on each device (``"cpu"``, ``"cuda"``); the operators' only without ``models``."""
+    """Every check on each device (``"cpu"``, ``"cuda"``); the operators' only without ``models``. Then a row for
+    each run-time self-check of a kernel (on CUDA) the checks set off."""
     out: List[Check] = []
     for device in devices:
         for dtype in _dtypes(device):
@@ -248,6 +269,7 @@ def run(devices: Sequence[str], seed: int = 0, models: bool = True) -> List[Chec
             out.extend(_op_checks(device, dtype, gen))
             if models:
                 out.extend(_model_checks(device, dtype, gen))
+    out.extend(_kernel_self_checks(devices))
     return out
 
 

@@ -226,3 +226,27 @@ TEST(Observe, AMarkedChildIsHandedToTheObserverInTimmsOrderAndItsOutputIsUsed) {
   EXPECT_FALSE(sepp::observing());
   EXPECT_TRUE(torch::equal(m->forward(x), plain));  // unmarked: the fused forward again
 }
+
+// The self-check mechanism, on the CPU kernels (CUDA's are checked by default, but there is no GPU in CI) with a fault
+// injected into se_scale's check: the operator must answer through ATen, and the record must say why.
+TEST(KernelChecks, AKernelThatFailsItsCheckIsReplacedByAten) {
+  sepp::ops::configure_kernel_checks_for_testing(true, "se_scale");
+  const auto x = torch::randn({2, 13, 5, 3}).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto s = torch::rand({2, 13}), idn = torch::randn({2, 13, 5, 3});
+  const auto y = sepp::ops::se_scale(x, s, idn, true);
+  const auto want =
+      torch::relu(x.to(torch::kDouble) * s.to(torch::kDouble).view({2, 13, 1, 1}) + idn.to(torch::kDouble));
+  EXPECT_TRUE(torch::allclose(y.to(torch::kDouble), want, 1e-6, 1e-6));
+  EXPECT_TRUE(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  const auto z = sepp::ops::se_squeeze(x);
+  EXPECT_TRUE(torch::allclose(z.to(torch::kDouble), x.to(torch::kDouble).mean({2, 3}), 1e-6, 1e-7));
+  const auto checks = sepp::ops::kernel_checks();
+  ASSERT_EQ(checks.size(), 2u);
+  EXPECT_EQ(checks[0].op, "se_scale");
+  EXPECT_EQ(checks[0].state, "failed");
+  EXPECT_NE(checks[0].error.find("max error"), std::string::npos) << checks[0].error;
+  EXPECT_EQ(checks[1].op, "se_squeeze");
+  EXPECT_EQ(checks[1].state, "ok");
+  sepp::ops::configure_kernel_checks_for_testing(false, "");
+  EXPECT_TRUE(sepp::ops::kernel_checks().empty());
+}

@@ -4,9 +4,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Device.h>
+
 #include <optional>
+#include <string>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 namespace sepp::ops {
 
@@ -65,5 +69,29 @@ SEPP_API SEExciteGrads se_excite_backward(
     const std::optional<at::Tensor>& b2,
     const at::Tensor& s,
     std::string_view gate);
+
+/// Self-checks. The first time one of these operators' own kernels runs on a CUDA device in a dtype, it runs on
+/// small inputs (odd channel counts, both layouts, its vector and scalar paths, a NaN) against the same computation in
+/// float64 on the CPU. When it fails (a wrong answer or an exception), that operator runs through ATen's operators on
+/// that device and dtype for the rest of the process, and one warning names the operator and the error. The CPU
+/// kernels are covered by the test suite instead.
+
+/// One kernel's self-check: operator ("se_scale"), device ("cuda:0"), dtype ("Float"), state ("ok" or "failed"),
+/// and for a failure the error.
+struct KernelCheck {
+  std::string op, device, dtype, state, error;
+};
+
+/// The self-checks this process has run, in the order they ran.
+SEPP_API std::vector<KernelCheck> kernel_checks();
+
+/// Runs the self-checks of the kernels on `device` in `dtype` (and float32, the excitation's dtype in half-precision
+/// models) now, rather than at their first use; optimize_for_inference calls it, so that no check falls into a
+/// model's first forward or a CUDA graph capture. Does nothing where kernels are not checked.
+SEPP_API void check_kernels(c10::Device device, at::ScalarType dtype);
+
+/// For tests of the mechanism: forgets every check, checks the CPU kernels too when `check_cpu`, and makes the checks
+/// of `fault_op` ("se_scale", "se_squeeze", "se_excite" or "" for none) see a wrong answer.
+SEPP_API void configure_kernel_checks_for_testing(bool check_cpu, const std::string& fault_op);
 
 }  // namespace sepp::ops

@@ -2,6 +2,7 @@
 // rows. The SE-ResNet tail relu(U * s + identity) on channels_last float32 / bfloat16 runs in multiversioned leaves.
 
 #include "ops/cpu/multiversion.h"
+#include "ops/kernel_check.h"
 #include "ops/se_scale_common.h"
 
 #include <ATen/Dispatch.h>
@@ -137,7 +138,7 @@ void se_scale_cpu_into(
   });
 }
 
-at::Tensor se_scale_cpu(
+at::Tensor se_scale_cpu_kernel(
     const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_scale (CPU kernel): expected a CPU tensor, got ", x.device());
   const auto o = detail::prepare_se_scale(x, scale, identity);
@@ -145,9 +146,21 @@ at::Tensor se_scale_cpu(
   return o.out;
 }
 
+// The CPU kernels are trusted unless checking them is asked for (kernel_check.h).
+at::Tensor se_scale_cpu(
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
+  if (!detail::trusted(&se_scale_cpu_kernel, x.device(), x.scalar_type())) {
+    return detail::se_scale_aten(x, scale, identity, relu);
+  }
+  return se_scale_cpu_kernel(x, scale, identity, relu);
+}
+
 at::Tensor& se_scale_inplace_cpu(
     at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_scale_ (CPU kernel): expected a CPU tensor, got ", x.device());
+  if (!detail::trusted(&se_scale_cpu_kernel, x.device(), x.scalar_type())) {  // the same kernel as se_scale's
+    return detail::se_scale_inplace_aten(x, scale, identity, relu);
+  }
   detail::check_se_scale(x, scale, identity, /*opmath_scale_ok=*/true);
   const auto layout = detail::kernel_layout(x);
   TORCH_CHECK_VALUE(

@@ -3,6 +3,7 @@
 // layouts of an SE-ResNet's activations) sum 64 channels at a time in multiversioned leaves.
 
 #include "ops/cpu/multiversion.h"
+#include "ops/kernel_check.h"
 #include "ops/se_squeeze_common.h"
 
 #include <ATen/AccumulateType.h>
@@ -78,7 +79,7 @@ void se_squeeze_cpu_impl(const scalar_t* x, out_t* z, int64_t n, int64_t c, int6
   });
 }
 
-at::Tensor se_squeeze_cpu(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
+at::Tensor se_squeeze_cpu_kernel(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "sepp::se_squeeze (CPU kernel): expected a CPU tensor, got ", x.device());
   detail::check_se_squeeze(x, dtype);
   const auto layout = detail::kernel_layout(x);
@@ -96,6 +97,14 @@ at::Tensor se_squeeze_cpu(const at::Tensor& x, std::optional<at::ScalarType> dty
     });
   });
   return z;
+}
+
+// The CPU kernels are trusted unless checking them is asked for (kernel_check.h).
+at::Tensor se_squeeze_cpu(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
+  if (!detail::trusted(&se_squeeze_cpu_kernel, x.device(), x.scalar_type())) {
+    return detail::se_squeeze_aten(x, dtype);
+  }
+  return se_squeeze_cpu_kernel(x, dtype);
 }
 
 }  // namespace

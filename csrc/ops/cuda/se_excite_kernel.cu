@@ -8,7 +8,9 @@
 // channel tile recomputes h, trading W1 re-reads (from L2) for a single launch with no grid-wide barrier; tiles are
 // capped at 16.
 
+#include "ops/cuda/capturing.h"
 #include "ops/cuda/se_reduce.cuh"
+#include "ops/kernel_check.h"
 #include "ops/se_excite_common.h"
 
 #include <ATen/AccumulateType.h>
@@ -125,7 +127,7 @@ void launch(
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor se_excite_cuda(
+at::Tensor se_excite_cuda_kernel(
     const at::Tensor& z,
     const at::Tensor& w1,
     const std::optional<at::Tensor>& b1,
@@ -157,6 +159,22 @@ at::Tensor se_excite_cuda(
     }
   });
   return out;
+}
+
+// The kernel once it has passed its self-check on this device in this dtype; ATen's operators otherwise.
+at::Tensor se_excite_cuda(
+    const at::Tensor& z,
+    const at::Tensor& w1,
+    const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2,
+    const std::optional<at::Tensor>& b2,
+    std::string_view gate) {
+  TORCH_CHECK_VALUE(z.is_cuda(), "sepp::se_excite (CUDA kernel): expected CUDA tensors, got ", z.device());
+  const c10::cuda::CUDAGuard guard(z.device());
+  if (!detail::trusted(&se_excite_cuda_kernel, z.device(), z.scalar_type(), detail::capturing())) {
+    return detail::se_excite_aten(z, w1, b1, w2, b2, gate);
+  }
+  return se_excite_cuda_kernel(z, w1, b1, w2, b2, gate);
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 // aligned vectors and a tail; a row of channels when C is a multiple of the vector width. Otherwise one element at a
 // time. Indices are 64-bit.
 
+#include "ops/cuda/capturing.h"
+#include "ops/kernel_check.h"
 #include "ops/se_scale_common.h"
 
 #include <ATen/Dispatch.h>
@@ -225,7 +227,7 @@ void launch(const detail::SEScaleOperands& o, bool relu) {
   }
 }
 
-at::Tensor se_scale_cuda(
+at::Tensor se_scale_cuda_kernel(
     const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
@@ -241,6 +243,17 @@ at::Tensor se_scale_cuda(
     }
   });
   return o.out;
+}
+
+// The kernel once it has passed its self-check on this device in this dtype; ATen's operators otherwise.
+at::Tensor se_scale_cuda(
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (!detail::trusted(&se_scale_cuda_kernel, x.device(), x.scalar_type(), detail::capturing())) {
+    return detail::se_scale_aten(x, scale, identity, relu);
+  }
+  return se_scale_cuda_kernel(x, scale, identity, relu);
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 // rows), the samples strided over at most 65535 blocks along y (any N), the pixels split over enough blocks to fill
 // the GPU, partial sums combined by a second small kernel (no atomics: the result does not depend on scheduling).
 
+#include "ops/cuda/capturing.h"
 #include "ops/cuda/se_reduce.cuh"
+#include "ops/kernel_check.h"
 #include "ops/se_squeeze_common.h"
 
 #include <ATen/AccumulateType.h>
@@ -132,7 +134,7 @@ void launch(const at::Tensor& x, at::Tensor& z, bool channels_last) {
   }
 }
 
-at::Tensor se_squeeze_cuda(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
+at::Tensor se_squeeze_cuda_kernel(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_squeeze (CUDA kernel): expected a CUDA tensor, got ", x.device());
   detail::check_se_squeeze(x, dtype);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -157,6 +159,16 @@ at::Tensor se_squeeze_cuda(const at::Tensor& x, std::optional<at::ScalarType> dt
     result = z.scalar_type() == out_dtype ? z : z.to(out_dtype);
   });
   return result;
+}
+
+// The kernel once it has passed its self-check on this device in this dtype; ATen's operators otherwise.
+at::Tensor se_squeeze_cuda(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_squeeze (CUDA kernel): expected a CUDA tensor, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (!detail::trusted(&se_squeeze_cuda_kernel, x.device(), x.scalar_type(), detail::capturing())) {
+    return detail::se_squeeze_aten(x, dtype);
+  }
+  return se_squeeze_cuda_kernel(x, dtype);
 }
 
 }  // namespace
