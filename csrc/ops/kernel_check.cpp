@@ -198,12 +198,12 @@ std::string check(SEExciteFn kernel, c10::Device device, at::ScalarType dt, bool
 }
 
 template <typename Fn>
-bool trusted_impl(Kernel kind, Fn kernel, c10::Device device, at::ScalarType dt, bool capturing) {
+bool trusted_impl(Kernel kind, Fn kernel, c10::Device device, at::ScalarType dt, bool (*capturing)()) {
   auto* state = state_of(kind, device, dt);
   if (state == nullptr || t_in_check) return true;
   const auto settled = state->load(std::memory_order_acquire);
   if (settled != Unchecked) return settled == Ok;
-  if (capturing) return false;
+  if (capturing != nullptr && capturing()) return false;
   const char* name = kKernelNames[static_cast<int>(kind)];
   std::string why;
   {
@@ -247,13 +247,13 @@ at::Tensor scale_tail(
 
 }  // namespace
 
-bool trusted(SEScaleFn kernel, c10::Device device, at::ScalarType dtype, bool capturing) {
+bool trusted(SEScaleFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)()) {
   return trusted_impl(Kernel::SEScale, kernel, device, dtype, capturing);
 }
-bool trusted(SESqueezeFn kernel, c10::Device device, at::ScalarType dtype, bool capturing) {
+bool trusted(SESqueezeFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)()) {
   return trusted_impl(Kernel::SESqueeze, kernel, device, dtype, capturing);
 }
-bool trusted(SEExciteFn kernel, c10::Device device, at::ScalarType dtype, bool capturing) {
+bool trusted(SEExciteFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)()) {
   return trusted_impl(Kernel::SEExcite, kernel, device, dtype, capturing);
 }
 

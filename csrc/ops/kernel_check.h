@@ -34,11 +34,12 @@ using SEExciteFn = at::Tensor (*)(
     std::string_view);
 
 /// Whether `kernel` (the unchecked kernel of se_scale on `device`) may compute in `dtype`: checks it the first time.
-/// False means: use the ATen fallback. `capturing`: the current stream records a CUDA graph, where a check cannot
-/// run (it copies to the CPU); an unchecked kernel is then not used, and checked at a later call.
-bool trusted(SEScaleFn kernel, c10::Device device, at::ScalarType dtype, bool capturing = false);
-bool trusted(SESqueezeFn kernel, c10::Device device, at::ScalarType dtype, bool capturing = false);
-bool trusted(SEExciteFn kernel, c10::Device device, at::ScalarType dtype, bool capturing = false);
+/// False means: use the ATen fallback. `capturing` (asked only while the kernel is unchecked): whether the current
+/// stream records a CUDA graph, where a check cannot run (it copies to the CPU); the kernel is then not used, and
+/// checked at a later call.
+bool trusted(SEScaleFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)() = nullptr);
+bool trusted(SESqueezeFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)() = nullptr);
+bool trusted(SEExciteFn kernel, c10::Device device, at::ScalarType dtype, bool (*capturing)() = nullptr);
 
 /// The operators through ATen: what a kernel that failed its check is replaced by. Same checks, values, dtypes and
 /// output layout as the kernels.

@@ -171,7 +171,7 @@ at::Tensor se_excite_cuda(
     std::string_view gate) {
   TORCH_CHECK_VALUE(z.is_cuda(), "sepp::se_excite (CUDA kernel): expected CUDA tensors, got ", z.device());
   const c10::cuda::CUDAGuard guard(z.device());
-  if (!detail::trusted(&se_excite_cuda_kernel, z.device(), z.scalar_type(), detail::capturing())) {
+  if (!detail::trusted(&se_excite_cuda_kernel, z.device(), z.scalar_type(), &detail::capturing)) {
     return detail::se_excite_aten(z, w1, b1, w2, b2, gate);
   }
   return se_excite_cuda_kernel(z, w1, b1, w2, b2, gate);

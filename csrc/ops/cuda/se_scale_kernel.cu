@@ -250,7 +250,7 @@ at::Tensor se_scale_cuda(
     const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& identity, bool relu) {
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_scale (CUDA kernel): expected a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  if (!detail::trusted(&se_scale_cuda_kernel, x.device(), x.scalar_type(), detail::capturing())) {
+  if (!detail::trusted(&se_scale_cuda_kernel, x.device(), x.scalar_type(), &detail::capturing)) {
     return detail::se_scale_aten(x, scale, identity, relu);
   }
   return se_scale_cuda_kernel(x, scale, identity, relu);

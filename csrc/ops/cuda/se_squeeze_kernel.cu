@@ -165,7 +165,7 @@ at::Tensor se_squeeze_cuda_kernel(const at::Tensor& x, std::optional<at::ScalarT
 at::Tensor se_squeeze_cuda(const at::Tensor& x, std::optional<at::ScalarType> dtype) {
   TORCH_CHECK_VALUE(x.is_cuda(), "sepp::se_squeeze (CUDA kernel): expected a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  if (!detail::trusted(&se_squeeze_cuda_kernel, x.device(), x.scalar_type(), detail::capturing())) {
+  if (!detail::trusted(&se_squeeze_cuda_kernel, x.device(), x.scalar_type(), &detail::capturing)) {
     return detail::se_squeeze_aten(x, dtype);
   }
   return se_squeeze_cuda_kernel(x, dtype);
