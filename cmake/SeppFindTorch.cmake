@@ -18,15 +18,20 @@ if(NOT _sepp_torch_cuda)
     set(_sepp_torch_cuda "none")
   endif()
 endif()
-if(NOT SEPP_CUDA)
+# OFF is false to if(), so only an unset or empty value means AUTO.
+if(NOT DEFINED SEPP_CUDA OR SEPP_CUDA STREQUAL "")
   set(SEPP_CUDA AUTO)
+endif()
+string(TOUPPER "${SEPP_CUDA}" SEPP_CUDA)
+if(NOT SEPP_CUDA MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "sepp: SEPP_CUDA must be AUTO, ON or OFF, not '${SEPP_CUDA}'")
 endif()
 
 # CUDA: torch's own CMake config (Caffe2/public/cuda.cmake) enables the CUDA language when torch is a CUDA build,
-# so the toolkit must be findable before find_package(Torch).
+# so the toolkit must be findable before find_package(Torch), even when SEPP_CUDA=OFF leaves sepp's kernels out.
 set(SEPP_WITH_CUDA OFF)
 set(SEPP_CUDA_EXTRA_INCLUDES "")
-if(NOT _sepp_torch_cuda STREQUAL "none" AND NOT SEPP_CUDA STREQUAL "OFF")
+if(NOT _sepp_torch_cuda STREQUAL "none")
   if(NOT CMAKE_CUDA_COMPILER)
     # A toolkit's own bin/ first: an nvcc on PATH may be a wrapper script outside the toolkit.
     find_program(_sepp_nvcc nvcc PATHS "$ENV{CUDA_HOME}/bin" "$ENV{CUDA_PATH}/bin" /usr/local/cuda/bin NO_DEFAULT_PATH)
@@ -61,7 +66,9 @@ if(NOT _sepp_torch_cuda STREQUAL "none" AND NOT SEPP_CUDA STREQUAL "OFF")
       set(TORCH_CUDA_ARCH_LIST "8.0;9.0+PTX")
     endif()
     set(CMAKE_CUDA_ARCHITECTURES OFF)  # the -gencode flags come from TORCH_CUDA_ARCH_LIST
-    set(SEPP_WITH_CUDA ON)
+    if(NOT SEPP_CUDA STREQUAL "OFF")
+      set(SEPP_WITH_CUDA ON)
+    endif()
   elseif(SEPP_CUDA STREQUAL "ON")
     message(FATAL_ERROR "sepp: SEPP_CUDA=ON but nvcc was not found (set CUDA_HOME or CMAKE_CUDA_COMPILER)")
   else()
