@@ -3,7 +3,8 @@
 #   1. the C++ tests (GoogleTest, under ctest) and the example app examples/cpp, both built out of tree against the
 #      installed sepp CMake package (find_package(sepp) + sepp::sepp), as a user's application would be;
 #   2. a bounded fuzzing run of the weight-file reader (SEPP_FUZZ_SECONDS, default 60) under ASan and UBSan;
-#   3. the Python suite (pytest), which also checks the example app's logits against Python's.
+#   3. libsepp and the C++ tests built again under ASan and UBSan (torch uninstrumented) and run (SEPP_SANITIZE=0 skips);
+#   4. the Python suite (pytest), which also checks the example app's logits against Python's.
 # CUDA tests run where a GPU is present and skip elsewhere. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +48,19 @@ if [[ $rc != 0 ]]; then
   exit 1
 fi
 
+if [[ "${SEPP_SANITIZE:-1}" != "0" ]]; then
+  echo "== sanitizers: libsepp and the C++ tests under AddressSanitizer and UBSan (log: build/asan.log)"
+  # -O1 keeps the instrumented tests quick to run while leaving the stack traces readable.
+  { cmake -S . -B build/asan "${generator[@]}" -DSEPP_SANITIZE=ON -DSEPP_BUILD_TESTS=ON -DSEPP_BUILD_BENCH=OFF \
+      -DSEPP_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+      -DPython_EXECUTABLE="$(command -v "$PY")" \
+    && cmake --build build/asan && ctest --test-dir build/asan --output-on-failure; } >build/asan.log 2>&1 \
+    || { tail -150 build/asan.log; echo "sanitizers: a report or a failure, see build/asan.log" >&2; exit 1; }
+  grep -aE "tests passed|tests failed|Total Test time" build/asan.log
+fi
+
 echo "== Python tests"
 export SEPP_EXAMPLE_CLASSIFY="$PWD/build/example/classify"
 # Run from tests/ so that `import sepp` is the installed package, not the source folder.
 cd tests
-exec "$PY" -m pytest -q -p no:cacheprovider "$@" .
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@" .
