@@ -51,11 +51,11 @@ fi
 if [[ "${SEPP_SANITIZE:-1}" != "0" ]]; then
   echo "== sanitizers: libsepp and the C++ tests under AddressSanitizer and UBSan (log: build/asan.log)"
   # Built to be quick on 2 cores (about 3 min instead of 12 with g++, -g and one file at a time): clang (as for the
-  # fuzzer), -O1 and line tables only (-g1: stack traces keep their files and lines), and a unity build in two batches
-  # of sources, so that each core parses torch's headers and instantiates their templates once.
+  # fuzzer), -O1 and line tables only (-g1: stack traces keep their files and lines), and libsepp's unity build
+  # (SEPP_UNITY_BUILD, on by default), so that each core parses torch's headers and instantiates their templates once.
   { CXX="$clangxx" cmake -S . -B build/asan "${generator[@]}" -DSEPP_SANITIZE=ON -DSEPP_BUILD_TESTS=ON \
       -DSEPP_BUILD_BENCH=OFF -DSEPP_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-      -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=13 -DPython_EXECUTABLE="$(command -v "$PY")" \
+      -DPython_EXECUTABLE="$(command -v "$PY")" \
     && cmake --build build/asan && ctest --test-dir build/asan --output-on-failure; } >build/asan.log 2>&1 \
     || { tail -150 build/asan.log; echo "sanitizers: a report or a failure, see build/asan.log" >&2; exit 1; }
   grep -aE "tests passed|tests failed|Total Test time" build/asan.log
@@ -63,6 +63,13 @@ fi
 
 echo "== Python tests"
 export SEPP_EXAMPLE_CLASSIFY="$PWD/build/example/classify"
-# Run from tests/ so that `import sepp` is the installed package, not the source folder.
+# Run from tests/ so that `import sepp` is the installed package, not the source folder. One pytest-xdist worker per
+# core (at most 4: the largest models take 2 GB each); --dist loadscope keeps a test file on one worker, so that its
+# module-scoped fixtures (e.g. test_family.py's one timm model per name) are built once. SEPP_TEST_WORKERS=0 runs
+# the tests in this process.
+cores=$(nproc)
+workers=${SEPP_TEST_WORKERS:-$((cores < 4 ? cores : 4))}
+xdist=()
+if [[ "$workers" != "0" && "$workers" != "1" ]]; then xdist=(-n "$workers" --dist loadscope); fi
 cd tests
-exec "$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@" .
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=25 "${xdist[@]}" "$@" .

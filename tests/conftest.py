@@ -31,6 +31,14 @@ settings.load_profile(os.environ.get("SEPP_HYPOTHESIS_PROFILE", "ci"))
 
 SEED = int(os.environ.get("SEPP_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
+# Under pytest-xdist (the test command runs one worker per core, up to 4) the workers share the cores: each gets its
+# share of intra-op threads, since OpenMP threads of several processes spinning on the same cores slow every test
+# several times over. Subprocesses the tests start choose their own threads; the C++ tests and the soak test exercise
+# the kernels' parallel paths.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+
 
 def pytest_report_header(config):
     return f"sepp tests: random seed {SEED} (replay with SEPP_TEST_SEED={SEED})"
