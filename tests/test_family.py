@@ -113,11 +113,16 @@ class Family:
             return self.timm_model(self.x)
 
     @cached_property
+    def sepp_built(self) -> torch.nn.Module:
+        """sepp's C++ model as its factory builds it (the largest take seconds to initialise: built once a name)."""
+        return sepp.create_model(self.name)
+
+    @cached_property
     def sepp_model(self) -> torch.nn.Module:
-        """sepp's C++ model with timm's weights, float64, eval mode."""
+        """sepp's C++ model with timm's weights, float64, eval mode (``sepp_built``, loaded)."""
         if self.legacy:
             return create_from_checkpoint(self.name, self.timm_model.state_dict(), "timm_legacy").double().eval()
-        model = sepp.create_model(self.name).double().eval()
+        model = self.sepp_built.double().eval()
         model.load_state_dict(self.state_dict, strict=True)
         return model
 
@@ -183,7 +188,7 @@ def test_every_name_is_a_sepp_factory():
 
 
 def test_the_sepp_model_has_timms_parameter_count_and_state_dict_and_the_references_options(family):
-    model = sepp.create_model(family.name)
+    model = family.sepp_built
     assert n_params(model) == n_params(family.timm_model)
     assert shapes(model.state_dict()) == shapes(family.state_dict)
     # The C++ factory table and the reference's CONFIGS are written apart: they must describe the same model.
