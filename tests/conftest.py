@@ -29,7 +29,10 @@ settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=1000, **_COMMON)
 settings.load_profile(os.environ.get("SEPP_HYPOTHESIS_PROFILE", "ci"))
 
-SEED = int(os.environ.get("SEPP_TEST_SEED", random.SystemRandom().randrange(2**31)))
+# Drawn once, in the first process that imports this file, and left in the environment: pytest-xdist's workers start
+# after the controller has imported it, so every worker runs under the seed the controller prints.
+os.environ.setdefault("SEPP_TEST_SEED", str(random.SystemRandom().randrange(2**31)))
+SEED = int(os.environ["SEPP_TEST_SEED"])
 
 # Under pytest-xdist (the test command runs one worker per core, up to 4) the workers share the cores: each gets its
 # share of intra-op threads, since OpenMP threads of several processes spinning on the same cores slow every test
