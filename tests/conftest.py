@@ -6,7 +6,7 @@ in helpers.py (test files import from there, not from here).
 Hypothesis draws every value an example uses, torch's random numbers included (through a drawn seed), so an example
 is replayed exactly from what hypothesis prints when it fails (the arguments, and a @reproduce_failure line). The
 default profile, "ci", runs a bounded number of examples, derandomized: the same examples every run, about 30 s on
-two idle cores for the three files. The "long" profile runs 10 times as many (about 5 minutes), from a fresh random
+two idle cores for the three files. The "long" profile runs 10 times as many (8 to 12 minutes here), from a fresh random
 start each run:
 
     cd tests && SEPP_HYPOTHESIS_PROFILE=long python -m pytest -q -p no:cacheprovider test_properties_*.py
