@@ -40,7 +40,8 @@ SEED = int(os.environ["SEPP_TEST_SEED"])
 # the kernels' parallel paths.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, _cores // _WORKERS))
 
 
 def pytest_report_header(config):
