@@ -1,6 +1,8 @@
 // sepp::se_squeeze on the CPU: z[n, c] = mean over H x W of x[n, c], accumulated in double (float, double inputs) or
-// float (half, bfloat16: at::acc_type), for contiguous and channels_last x. Channels_last float32 and bfloat16 (the
-// layouts of an SE-ResNet's activations) sum 64 channels at a time in multiversioned leaves.
+// float (half, bfloat16: at::acc_type), for contiguous and channels_last x. Channels_last x is read in memory order:
+// each task adds a run of whole pixel rows (all C channels) into its own partial sums, float32 and bfloat16 in
+// multiversioned leaves, and the partial sums of a sample are added in a fixed order. The runs depend on the shape
+// only, so the result does not depend on the number of threads.
 
 #include "ops/cpu/multiversion.h"
 #include "ops/kernel_check.h"
@@ -20,30 +22,38 @@
 namespace sepp::ops {
 namespace {
 
-constexpr int64_t kBlock = 64;  // channels summed together: one task's accumulators stay in registers
+// A task's run of pixels holds about this many elements: long enough to stream, short enough that batch 1 splits.
+constexpr int64_t kRunElems = 1 << 16;
 
-// sum_block(p, c, rows, acc): acc[k] = sum over `rows` rows (stride c) of p[k], k < kBlock.
-#define SEPP_SUM_BLOCK(T, ACC)                                                                            \
-  SEPP_MULTIVERSION void sum_block(const T* __restrict p, int64_t c, int64_t rows, ACC* __restrict acc) { \
-    ACC a[kBlock] = {};                                                                                   \
-    for (int64_t r = 0; r < rows; ++r) {                                                                  \
-      const T* __restrict row = p + r * c;                                                                \
-      for (int64_t k = 0; k < kBlock; ++k) a[k] += static_cast<ACC>(row[k]);                              \
-    }                                                                                                     \
-    for (int64_t k = 0; k < kBlock; ++k) acc[k] = a[k];                                                   \
+// add_rows(p, c, rows, acc): acc[k] += sum over `rows` rows (stride c) of p[k], k < c, read in memory order.
+template <typename T, typename ACC>
+void add_rows_generic(const T* __restrict p, int64_t c, int64_t rows, ACC* __restrict acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* __restrict row = p + r * c;
+    for (int64_t k = 0; k < c; ++k) acc[k] += static_cast<ACC>(row[k]);
   }
-SEPP_SUM_BLOCK(float, double)
-SEPP_SUM_BLOCK(c10::BFloat16, float)
-#undef SEPP_SUM_BLOCK
+}
+#define SEPP_ADD_ROWS(T, ACC)                                                                            \
+  SEPP_MULTIVERSION void add_rows(const T* __restrict p, int64_t c, int64_t rows, ACC* __restrict acc) { \
+    add_rows_generic(p, c, rows, acc);                                                                   \
+  }
+SEPP_ADD_ROWS(float, double)
+SEPP_ADD_ROWS(c10::BFloat16, float)
+#undef SEPP_ADD_ROWS
 
-template <typename scalar_t>
-constexpr bool kHasLeaf = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, c10::BFloat16>;
+template <typename T, typename ACC>
+void add_rows(const T* p, int64_t c, int64_t rows, ACC* acc) {
+  add_rows_generic(p, c, rows, acc);
+}
 
 template <typename scalar_t, typename out_t>
 void se_squeeze_cpu_impl(const scalar_t* x, out_t* z, int64_t n, int64_t c, int64_t hw, bool channels_last) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
-  const acc_t inv = hw > 0 ? acc_t(1) / static_cast<acc_t>(hw) : acc_t(0);
-  auto mean = [&](acc_t sum) { return static_cast<out_t>(hw > 0 ? sum * inv : acc_t(NAN)); };
+  if (hw == 0) {  // the mean of no pixels
+    std::fill(z, z + n * c, static_cast<out_t>(acc_t(NAN)));
+    return;
+  }
+  const acc_t inv = acc_t(1) / static_cast<acc_t>(hw);
   if (!channels_last) {
     // Planes (n, c) of H * W contiguous pixels.
     at::parallel_for(0, n * c, 16, [&](int64_t begin, int64_t end) {
@@ -51,30 +61,30 @@ void se_squeeze_cpu_impl(const scalar_t* x, out_t* z, int64_t n, int64_t c, int6
         const scalar_t* p = x + plane * hw;
         acc_t sum = 0;
         for (int64_t k = 0; k < hw; ++k) sum += static_cast<acc_t>(p[k]);
-        z[plane] = mean(sum);
+        z[plane] = static_cast<out_t>(sum * inv);
       }
     });
     return;
   }
-  // Pixels of C contiguous channels: each task sums one block of channels of one sample over all its pixels.
-  const int64_t blocks = (c + kBlock - 1) / kBlock;
-  at::parallel_for(0, n * blocks, 1, [&](int64_t begin, int64_t end) {
-    acc_t sum[kBlock];
+  // Pixels of C contiguous channels, cut into runs of whole pixels; partial[s][run][c] holds each run's sums.
+  const int64_t run_rows = std::max<int64_t>(1, kRunElems / c), runs = (hw + run_rows - 1) / run_rows;
+  std::vector<acc_t> partial(static_cast<size_t>(n * runs * c));
+  at::parallel_for(0, n * runs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t s = task / blocks, c0 = (task % blocks) * kBlock, len = std::min(kBlock, c - c0);
-      const scalar_t* p = x + s * hw * c + c0;
-      if constexpr (kHasLeaf<scalar_t>) {
-        if (len == kBlock) {
-          sum_block(p, c, hw, sum);
-          for (int64_t j = 0; j < len; ++j) z[s * c + c0 + j] = mean(sum[j]);
-          continue;
-        }
+      const int64_t s = task / runs, r0 = (task % runs) * run_rows, rows = std::min(run_rows, hw - r0);
+      acc_t* acc = partial.data() + task * c;
+      std::fill(acc, acc + c, acc_t(0));
+      add_rows(x + (s * hw + r0) * c, c, rows, acc);
+    }
+  });
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      acc_t* first = partial.data() + s * runs * c;
+      for (int64_t r = 1; r < runs; ++r) {
+        const acc_t* part = first + r * c;
+        for (int64_t k = 0; k < c; ++k) first[k] += part[k];
       }
-      std::fill(sum, sum + kBlock, acc_t(0));
-      for (int64_t k = 0; k < hw; ++k, p += c) {
-        for (int64_t j = 0; j < len; ++j) sum[j] += static_cast<acc_t>(p[j]);
-      }
-      for (int64_t j = 0; j < len; ++j) z[s * c + c0 + j] = mean(sum[j]);
+      for (int64_t k = 0; k < c; ++k) z[s * c + k] = static_cast<out_t>(first[k] * inv);
     }
   });
 }
