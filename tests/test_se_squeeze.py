@@ -9,10 +9,12 @@ import torch
 from helpers import DEVICES, DTYPES, TOL, cuda_only, dtype_id, poisoned_memory, rel_err, shape_id
 from torch.library import opcheck
 
+import sepp
 from sepp.ops import se_squeeze
 
 # The issue's odd sizes: H x W = 1, 7 (1 x 7), 13 x 17, and the real stage shapes' smallest (7 x 7); batch 1 and 3.
-SHAPES = [(1, 1, 1, 1), (3, 5, 1, 1), (1, 33, 1, 7), (3, 64, 13, 17), (1, 256, 7, 7), (3, 40, 56, 3)]
+# The last is large enough that the channels_last kernel cuts each sample into runs of pixels, the last one short.
+SHAPES = [(1, 1, 1, 1), (3, 5, 1, 1), (1, 33, 1, 7), (3, 64, 13, 17), (1, 256, 7, 7), (3, 40, 56, 3), (3, 40, 56, 31)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -61,6 +63,26 @@ def test_squeeze_matches_mean(device, dtype, shape, channels_last):
     assert z32.dtype == torch.float32
     assert rel_err(z, expected) <= max(TOL[dtype], torch.finfo(dtype).eps)
     assert rel_err(z32, expected) <= max(TOL[torch.float32], 1e-12 if dtype == torch.float64 else 0)
+
+
+@pytest.mark.skipif(not torch.backends.openmp.is_available(), reason="this torch has no OpenMP threads")
+def test_the_cpu_kernels_are_built_to_split_their_loops_over_torch_s_threads():
+    assert sepp.build_info()["openmp"] is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
+def test_squeeze_on_the_cpu_gives_the_same_bits_on_one_thread_as_on_several(dtype):
+    x = torch.randn(2, 72, 40, 45).to(dtype).contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = se_squeeze(x, torch.float32)
+        torch.set_num_threads(3)
+        several = se_squeeze(x, torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, several)
+    assert rel_err(one, x.double().mean((2, 3))) <= TOL[torch.float32]
 
 
 def test_squeeze_of_empty_planes_is_nan_like_torch_mean():

@@ -212,6 +212,7 @@ PYBIND11_MODULE(_C, m) {
     d["torch_version"] = info.torch_version;
     d["cuda"] = info.cuda;
     d["cuda_version"] = info.cuda ? py::object(py::str(info.cuda_version)) : py::object(py::none());
+    d["openmp"] = info.openmp;
     return d;
   });
 }

@@ -28,7 +28,8 @@ __version__ = _C.build_info()["version"]
 
 def build_info() -> Dict[str, Any]:
     """How this sepp was built: its version, the torch it was compiled against, and whether the CUDA kernels are
-    compiled in (``cuda``; ``cuda_version`` is nvcc's)."""
+    compiled in (``cuda``; ``cuda_version`` is nvcc's), and whether the CPU kernels run their loops on torch's OpenMP
+    threads (``openmp``)."""
     info = dict(_C.build_info())
     info["torch_runtime_version"] = torch.__version__
     return info
