@@ -16,8 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
-#include <vector>
+#include <memory>
 
 namespace sepp::ops {
 namespace {
@@ -68,18 +67,18 @@ void se_squeeze_cpu_impl(const scalar_t* x, out_t* z, int64_t n, int64_t c, int6
   }
   // Pixels of C contiguous channels, cut into runs of whole pixels; partial[s][run][c] holds each run's sums.
   const int64_t run_rows = std::max<int64_t>(1, kRunElems / c), runs = (hw + run_rows - 1) / run_rows;
-  std::vector<acc_t> partial(static_cast<size_t>(n * runs * c));
+  const std::unique_ptr<acc_t[]> partial(new acc_t[n * runs * c]);  // uninitialized: each task zeroes its own sums
   at::parallel_for(0, n * runs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t s = task / runs, r0 = (task % runs) * run_rows, rows = std::min(run_rows, hw - r0);
-      acc_t* acc = partial.data() + task * c;
+      acc_t* acc = partial.get() + task * c;
       std::fill(acc, acc + c, acc_t(0));
       add_rows(x + (s * hw + r0) * c, c, rows, acc);
     }
   });
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
-      acc_t* first = partial.data() + s * runs * c;
+      acc_t* first = partial.get() + s * runs * c;
       for (int64_t r = 1; r < runs; ++r) {
         const acc_t* part = first + r * c;
         for (int64_t k = 0; k < c; ++k) first[k] += part[k];
