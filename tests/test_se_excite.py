@@ -120,6 +120,48 @@ def test_excite_backward_in_half_precision_matches_float64(dtype):
         assert rel_err(a, b) <= (5e-2 if dtype == torch.bfloat16 else 1e-4)
 
 
+@pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.parametrize(
+    "n,c,r", [(32, 96, 6), (33, 96, 6), (2, 80, 48), (1, 3000, 187)], ids=["dots", "matmul", "blocks", "wide"]
+)
+def test_excite_on_the_cpu_matches_the_formula_on_both_sides_of_the_batch_where_it_stops_using_dot_products(
+    gate, n, c, r
+):
+    """Up to 32 samples of float32 run as dot products (blocks of 32 and 16 lanes, then a tail), beyond that as
+    matrix products: both agree with float64, and a non-contiguous z is read by its strides."""
+    z, w1, b1, w2, b2 = excite_inputs(n, c, r, "cpu", torch.float32)
+    expected = excite_formula(z, w1, b1, w2, b2, gate)
+    assert float((se_excite(z, w1, b1, w2, b2, gate).double() - expected).abs().max()) <= 1e-5
+    zt = torch.stack([z, torch.zeros_like(z)], 2).flatten(1)[:, ::2]  # z, every other element of a wider row
+    assert not zt.is_contiguous()
+    assert (
+        float(
+            (se_excite(zt, w1, None, w2, None, gate).double() - excite_formula(z, w1, None, w2, None, gate)).abs().max()
+        )
+        <= 1e-5
+    )
+
+
+def test_excite_on_the_cpu_gives_the_same_bits_on_one_thread_as_on_several():
+    args = excite_inputs(4, 2048, 128, "cpu", torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = se_excite(*args, "sigmoid")
+        torch.set_num_threads(3)
+        several = se_excite(*args, "sigmoid")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, several)
+    assert float((one.double() - excite_formula(*args, "sigmoid")).abs().max()) <= 1e-5
+
+
+def test_excite_with_no_hidden_features_is_the_gate_of_b2_like_linear():
+    z, _, _, _, b2 = excite_inputs(2, 40, 1, "cpu", torch.float32)
+    w1, b1, w2 = torch.empty(0, 40), torch.empty(0), torch.empty(40, 0)
+    torch.testing.assert_close(se_excite(z, w1, b1, w2, b2, "tanh"), torch.tanh(b2).expand(2, 40), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "bad,exc,match",
     [
