@@ -212,6 +212,23 @@ def test_bad_arguments():
         sepp.optimize_for_inference(m, input_size=[1, 4, 224, 224])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_the_cpu_stem_pool_is_sepp_s_channels_last_kernel_and_matches_eager(dtype, ceil_mode):
+    """ATen's CPU max pool also computes the argmax indices; the optimized model pools with its own kernel (named in
+    torch.profiler's table), edge windows clipped as in torch (odd sizes, ceil_mode)."""
+    m = randomize_(sepp.ResNet(block="basic", layers=(1, 1, 1, 1), stem_pool_ceil_mode=ceil_mode, se=True)).eval()
+    o = sepp.optimize_for_inference(m, dtype=dtype)
+    x = torch.randn(2, 3, 61, 38)
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+        got = o(x.to(dtype))
+    names = {e.key for e in p.key_averages()}
+    assert "sepp::max_pool2d" in names and "aten::max_pool2d_with_indices" not in names
+    with torch.no_grad():
+        want = m(x) if dtype == torch.float32 else m.to(dtype)(x.to(dtype)).float()
+    assert rel_err(got.float(), want) < (1e-4 if dtype == torch.float32 else 2e-2)
+
+
 def test_inference_only_behaviour():
     m = _pair("se_resnet18")
     o = sepp.optimize_for_inference(m)

@@ -1,5 +1,7 @@
 #include "inference/model.h"
 
+#include "inference/max_pool.h"
+
 #include <sepp/ops.h>
 
 #include "ops/common.h"
@@ -8,7 +10,6 @@
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/max_pool2d.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
@@ -38,7 +39,7 @@ std::optional<Pool> Pool::of(const torch::nn::Module& m) {
 
 Tensor Pool::run(const Tensor& x) const {
   if (avg) return at::avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad);
-  return at::max_pool2d(x, kernel, stride, padding, {1, 1}, ceil_mode);
+  return max_pool2d(x, kernel, stride, padding, ceil_mode);
 }
 
 std::array<int64_t, 2> Pool::output_hw(std::array<int64_t, 2> hw) const {
