@@ -111,6 +111,20 @@ def test_batch_and_image_sizes_other_than_the_prepared_one(batch, h, w):
         assert rel_err(o(xt), m(xt.contiguous())) < 1e-4
 
 
+@pytest.mark.parametrize("batch", [1, 32, 33])
+@pytest.mark.parametrize("num_classes", [1000, 7, 0])
+def test_the_classifier_matches_eager_on_both_sides_of_the_batch_where_it_stops_using_dot_products(batch, num_classes):
+    """Up to 32 float32 images the classifier (and the squeeze through conv3) runs as sepp's dot products, beyond
+    that through at::linear."""
+    m = _pair("se_resnet50", num_classes=num_classes)
+    o = sepp.optimize_for_inference(m)
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.inference_mode():
+        got, want = o(x), m(x)
+    assert got.shape == want.shape == (batch, num_classes or 2048)
+    assert rel_err(got, want) < 1e-4
+
+
 @pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d"])
 def test_bfloat16_within_2e_2_of_float32(name):
     m = _pair(name)

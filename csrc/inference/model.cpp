@@ -5,11 +5,11 @@
 #include <sepp/ops.h>
 
 #include "ops/common.h"
+#include "ops/cpu/dense.h"
 #include "residual.h"
 
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/linear.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
@@ -125,14 +125,14 @@ Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) co
   const FoldedConv& last = convs.back();
   switch (tail) {
     case SETail::SqueezeFirst: {
-      const Tensor s = se->excite(at::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+      const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
       const Tensor u = last.run(h, false);
       return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
     }
     case SETail::SqueezeFirstScaledConv3: {
       const int64_t u_numel = last.weight.size(0) * h.size(2) * h.size(3);
       if (h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel) {
-        const Tensor s = se->excite(at::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+        const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
         const Tensor sd = s.to(last.weight.scalar_type()).reshape({-1});
         return last.run_add_relu(h, idn, last.weight * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
       }
@@ -166,7 +166,7 @@ at::Tensor OptimizedResNet::Impl::eager(const at::Tensor& x) const {
   for (const auto& b : blocks) h = b.forward(h);
   if (norm) h = norm->relu(h);
   auto f = h.mean({2, 3});
-  return fc_weight.defined() ? at::linear(f, fc_weight, fc_bias) : f;
+  return fc_weight.defined() ? ops::cpu::linear(f, fc_weight, fc_bias) : f;
 }
 
 }  // namespace sepp
