@@ -18,10 +18,14 @@
 
 namespace sepp::inference {
 
+const at::Tensor& FoldedConv::onednn_weight(const at::Tensor& x) const {
+  return x.sizes() == c10::IntArrayRef(packed_for) ? packed : weight;
+}
+
 at::Tensor FoldedConv::run(const at::Tensor& x, bool relu) const {
   if (packed.defined()) {
     return onednn_ops().unary->call(
-        x, packed, bias, padding, stride, dilation, groups, relu ? "relu" : "none", Scalars(), std::nullopt);
+        x, onednn_weight(x), bias, padding, stride, dilation, groups, relu ? "relu" : "none", Scalars(), std::nullopt);
   }
   if (cudnn_fused && relu) {
     return at::cudnn_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
@@ -33,14 +37,14 @@ at::Tensor FoldedConv::run(const at::Tensor& x, bool relu) const {
 at::Tensor FoldedConv::run_add(const at::Tensor& x, const at::Tensor& other) const {
   if (packed.defined()) {
     return onednn_ops().binary->call(
-        x, other, packed, bias, padding, stride, dilation, groups, "add", std::nullopt, std::nullopt, Scalars(),
-        std::nullopt);
+        x, other, onednn_weight(x), bias, padding, stride, dilation, groups, "add", std::nullopt, std::nullopt,
+        Scalars(), std::nullopt);
   }
   return at::convolution(x, weight, bias, stride, padding, dilation, false, {0, 0}, groups).add_(other);
 }
 
 at::Tensor FoldedConv::run_add_relu(const at::Tensor& x, const at::Tensor& other) const {
-  return run_add_relu(x, other, packed.defined() ? packed : weight, bias);
+  return run_add_relu(x, other, packed.defined() ? onednn_weight(x) : weight, bias);
 }
 
 at::Tensor FoldedConv::run_add_relu(
@@ -96,6 +100,7 @@ FoldedConv fold_conv_bn(
   f.bias = bias.to(target.dtype);
   f.cudnn_fused = target.cudnn_fused && cudnn_fused_works(f, {input[2], input[3]});
   if (target.onednn) {
+    f.packed_for = input;
     f.packed = at::mkldnn_reorder_conv2d_weight(
         f.weight.contiguous().to_mkldnn(), f.padding, f.stride, f.dilation, f.groups,
         std::vector<int64_t>(input.begin(), input.end()));

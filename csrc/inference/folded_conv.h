@@ -22,7 +22,8 @@ struct FoldTarget {
 struct FoldedConv {
   at::Tensor weight;  // BN folded in, channels_last (the "aten" backend's weight; dense, whatever the backend)
   at::Tensor bias;
-  at::Tensor packed;  // oneDNN's layout (the "onednn" backend), or undefined
+  at::Tensor packed;                    // oneDNN's layout (the "onednn" backend), or undefined
+  std::array<int64_t, 4> packed_for{};  // the input shape [N, C, H, W] that `packed`'s layout was chosen for
   std::vector<int64_t> padding, stride, dilation;
   int64_t groups = 1;
   bool cudnn_fused = false;  // run() with ReLU and run_add_relu() call cuDNN's fused kernels (see cudnn_fused_works)
@@ -39,6 +40,10 @@ struct FoldedConv {
   std::array<int64_t, 2> output_hw(std::array<int64_t, 2> hw) const;
   /// A 1x1, stride 1, unpadded, ungrouped convolution.
   bool is_pointwise() const;
+  /// The oneDNN weights for input x: `packed` for the shape it was packed for; for other shapes the dense weight,
+  /// which oneDNN reorders for the layout it picks there (as an eager convolution does), since reordering `packed`
+  /// into another blocked layout on each call ran 10x slower than the eager model.
+  const at::Tensor& onednn_weight(const at::Tensor& x) const;
 };
 
 /// conv followed by bn (in eval mode), folded into one convolution for `target`: w' = w * g / sqrt(v + eps),

@@ -109,7 +109,8 @@ def optimize_for_inference(
     ``dtype``: what it computes in and takes as input: ``torch.float32`` or ``torch.bfloat16`` on the CPU (bfloat16
     runs oneDNN's kernels where the CPU has them: AVX512-BF16 or AMX), float32 / float16 / bfloat16 on CUDA,
     float64 anywhere; default: the model's dtype. ``input_size``: the input shape [N, C, H, W] oneDNN picks its
-    weight layouts for (default [1, C, 224, 224]); other shapes run too.
+    weight layouts for (default [1, C, 224, 224]); other shapes run too, with the dense weights (about as fast as the
+    eager model: prepare for the shape you run).
 
     On CUDA: cuDNN convolutions with bias + ReLU (and bias + residual sum + ReLU) fused, channels_last, each
     bottleneck SE's squeeze taken before conv3 (exact in eval mode: mean(conv3(h)) = conv3(mean(h))), the excitation
