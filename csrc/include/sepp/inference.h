@@ -19,8 +19,8 @@ struct SEPP_API InferenceOptions {
   /// oneDNN's kernels only where the CPU has them: AVX512-BF16 or AMX); float32, float16 or bfloat16 on CUDA;
   /// float64 anywhere (plain ATen kernels). Unset: the model's dtype.
   TORCH_ARG(std::optional<c10::ScalarType>, dtype) = std::nullopt;
-  /// The input shape [N, C, H, W] oneDNN chooses its weight layouts for (any other shape still runs, perhaps a
-  /// little slower). Empty: [1, in_chans, 224, 224].
+  /// The input shape [N, C, H, W] oneDNN chooses its weight layouts for. Any other shape still runs, with the dense
+  /// weights, about as fast as the eager model. Empty: [1, in_chans, 224, 224].
   TORCH_ARG(std::vector<int64_t>, input_size) = {};
   /// CUDA: capture the whole forward in a CUDA graph per input shape (and dtype) the first time the shape is seen,
   /// and replay it on later calls (a new shape is captured in turn). Each call copies its input into the graph's
