@@ -108,3 +108,23 @@ def random_input(shape, dtype, seed, channels_last=False) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# Model options that optimize_for_inference must fold like eager (test_inference.py, test_inference_cuda.py).
+INFERENCE_OPTIONS = [
+    dict(se_strategy="pre"),
+    dict(se_strategy="post"),
+    dict(se_strategy="identity"),
+    dict(squeeze="max"),
+    dict(squeeze="avgmax"),
+    dict(gate="hard_sigmoid"),
+    dict(gate="tanh"),
+    dict(se_bias=False),
+    dict(relu_before_se=True),
+    dict(stride_in_1x1=True),
+    dict(stem_pool_ceil_mode=True),
+    dict(num_classes=0),
+    dict(num_classes=7, in_chans=1),
+    dict(se=(False, True, False, True)),
+    dict(reduction=4),
+]
