@@ -42,7 +42,7 @@ struct FoldedConv {
   bool is_pointwise() const;
   /// The oneDNN weights for input x: `packed` for the shape it was packed for; for other shapes the dense weight,
   /// which oneDNN reorders for the layout it picks there (as an eager convolution does), since reordering `packed`
-  /// into another blocked layout on each call ran 10x slower than the eager model.
+  /// into another blocked layout on each call ran 3-10x slower than the eager model.
   const at::Tensor& onednn_weight(const at::Tensor& x) const;
 };
 
