@@ -8,6 +8,8 @@
 #include <torch/nn/modules/conv.h>
 
 #include <array>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace sepp::inference {
@@ -20,10 +22,13 @@ struct FoldTarget {
 };
 
 struct FoldedConv {
-  at::Tensor weight;  // BN folded in, channels_last (the "aten" backend's weight; dense, whatever the backend)
+  // BN folded in, channels_last: the "aten" and "cudnn" backends' weight. Undefined with `packed`, which is then the
+  // only copy of the weights kept (see dense()).
+  at::Tensor weight;
   at::Tensor bias;
-  at::Tensor packed;                    // oneDNN's layout (the "onednn" backend), or undefined
-  std::array<int64_t, 4> packed_for{};  // the input shape [N, C, H, W] that `packed`'s layout was chosen for
+  at::Tensor packed;                      // oneDNN's layout (the "onednn" backend), or undefined
+  std::array<int64_t, 4> packed_for{};    // the input shape [N, C, H, W] that `packed`'s layout was chosen for
+  std::array<int64_t, 4> weight_shape{};  // [C_out, C_in / groups, kH, kW]
   std::vector<int64_t> padding, stride, dilation;
   int64_t groups = 1;
   bool cudnn_fused = false;  // run() with ReLU and run_add_relu() call cuDNN's fused kernels (see cudnn_fused_works)
@@ -40,10 +45,20 @@ struct FoldedConv {
   std::array<int64_t, 2> output_hw(std::array<int64_t, 2> hw) const;
   /// A 1x1, stride 1, unpadded, ungrouped convolution.
   bool is_pointwise() const;
-  /// The oneDNN weights for input x: `packed` for the shape it was packed for; for other shapes the dense weight,
-  /// which oneDNN reorders for the layout it picks there (as an eager convolution does), since reordering `packed`
-  /// into another blocked layout on each call ran 3-10x slower than the eager model.
+  /// The oneDNN weights for input x: `packed` for the shape it was packed for; for other shapes dense(), which
+  /// oneDNN reorders for the layout it picks there (as an eager convolution does), since reordering `packed` into
+  /// another blocked layout on each call ran 3-10x slower than the eager model.
   const at::Tensor& onednn_weight(const at::Tensor& x) const;
+  /// The dense channels_last weight: `weight`, or, with `packed` alone, `packed` reordered back, made on the first
+  /// call (from any thread) and kept from then on.
+  const at::Tensor& dense() const;
+
+ private:
+  struct Unpacked {
+    std::once_flag once;
+    at::Tensor weight;
+  };
+  std::shared_ptr<Unpacked> unpacked_ = std::make_shared<Unpacked>();
 };
 
 /// conv followed by bn (in eval mode), folded into one convolution for `target`: w' = w * g / sqrt(v + eps),

@@ -130,11 +130,12 @@ Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) co
       return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
     }
     case SETail::SqueezeFirstScaledConv3: {
-      const int64_t u_numel = last.weight.size(0) * h.size(2) * h.size(3);
+      const int64_t u_numel = last.weight_shape[0] * h.size(2) * h.size(3);
       if (h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel) {
         const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
-        const Tensor sd = s.to(last.weight.scalar_type()).reshape({-1});
-        return last.run_add_relu(h, idn, last.weight * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
+        const Tensor& w = last.dense();
+        const Tensor sd = s.to(w.scalar_type()).reshape({-1});
+        return last.run_add_relu(h, idn, w * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
       }
       [[fallthrough]];
     }

@@ -121,7 +121,7 @@ struct OptimizedResNet::Impl {
   std::optional<inference::Affine> norm;    // pre-activated: the BN (and ReLU) after the last stage
   std::vector<inference::Block> blocks;
   at::Tensor fc_weight, fc_bias;
-  at::Tensor like;  // the stem's dense weight: the device and dtype inputs are checked against
+  at::Tensor like;  // an empty tensor of the stem's device and dtype, which inputs are checked against
   std::unique_ptr<inference::GraphCache> graphs;  // CUDA: one graph per input shape (InferenceOptions::cuda_graphs)
 
   /// The forward pass, op by op, on a channels_last input.

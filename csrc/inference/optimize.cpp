@@ -125,7 +125,7 @@ Block fold_block(
       b.tail = choose_tail(b, device);
       if (b.tail == SETail::SqueezeFirst || b.tail == SETail::SqueezeFirstScaledConv3) {
         const auto& c3 = b.convs.back();
-        b.w3 = c3.weight.flatten(1).to(mlp_dtype).contiguous();
+        b.w3 = c3.dense().flatten(1).to(mlp_dtype).contiguous();
         b.b3 = c3.bias.to(mlp_dtype);
       }
     }
@@ -201,7 +201,7 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
   } else {
     fold_stem(m.conv1, m.bn1);
   }
-  impl->like = impl->stem.front().weight;
+  impl->like = at::empty({0}, impl->stem.front().bias.options());
   impl->pool = inference::Pool::of(*m.maxpool.ptr());  // none: the CIFAR stem's Identity
   if (impl->pool) hw = impl->pool->output_hw(hw);
   for (const auto& layer : m.stages()) {
