@@ -100,6 +100,43 @@ def test_memory_lines_give_sepp_bench_as_a_multiple_of_openvino():
     ]
 
 
+def test_memory_lines_give_each_sepp_bench_build_as_a_multiple_of_openvino():
+    cpu_only = "sepp-bench --optimize (C++, CPU-only torch 2.13.0+cpu)"
+    memory = [
+        {"name": "sepp-bench --optimize (C++)", "dtype": "float32", "status": "ok", "peak_rss_mib": 650.0},
+        {"name": cpu_only, "dtype": "float32", "status": "ok", "peak_rss_mib": 390.0},
+        {"name": "OpenVINO (alone, no torch)", "dtype": "float32", "status": "ok", "peak_rss_mib": 325.0},
+    ]
+    [line] = sb_memory.memory_lines(memory)
+    assert line.endswith("; sepp-bench ÷ OpenVINO = 2.00×, with CPU-only torch 2.13.0+cpu 1.20×")
+    assert "sepp-bench --optimize (C++, CPU-only torch 2.13.0+cpu) 390 MiB" in line
+
+
+def test_a_second_sepp_bench_build_is_measured_beside_the_installed_one(tmp_path):
+    exe = sb.sepp_bench_executable()
+    if exe is None:
+        pytest.skip("the sepp-bench executable is not installed with this sepp")
+    args = _args(tmp_path, "--memory-iters", "1", "--cpu-sepp-bench", str(exe))
+    rows = sb_memory.measure_memory(args, ["float32"], {"sepp-cpp"}, lambda: None, tmp_path)
+    assert [m.status for m in rows] == ["ok", "ok"], [m.reason for m in rows]
+    installed, second = rows
+    assert installed.name == "sepp-bench --optimize (C++)"
+    built_against = sepp.build_info()["torch_version"]
+    assert second.name == f"sepp-bench --optimize (C++, CPU-only torch {built_against})"
+    assert installed.torch_version == second.torch_version == built_against
+    assert second.peak_rss_mib > 10 and second.median_ms > 0
+
+
+def test_a_cpu_sepp_bench_that_is_not_an_executable_is_refused(tmp_path, capsys):
+    not_exe = tmp_path / "sepp-bench"
+    not_exe.write_text("")
+    for path in (str(not_exe), str(tmp_path / "missing")):
+        with pytest.raises(SystemExit) as e:
+            sb.parse_args(["--cpu-sepp-bench", path])
+        assert e.value.code == 2
+        assert f"--cpu-sepp-bench: expected an executable file, got {path!r}" in capsys.readouterr().err
+
+
 def test_a_child_reports_its_own_peak_memory_not_its_parents(tmp_path):
     """Linux carries ru_maxrss over fork and exec, so a child that reported it would show this (deliberately large)
     process's peak. sepp-bench and the runtimes alone must report their own address space's."""

@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -112,6 +113,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="leave out the peak memory of sepp-bench --optimize, ONNX Runtime and OpenVINO, each alone in a process",
     )
+    p.add_argument(
+        "--cpu-sepp-bench",
+        metavar="PATH",
+        help="a sepp-bench built against the CPU-only torch wheel (scripts/cpu_deploy.sh): its peak memory is "
+        "reported beside the installed sepp-bench's",
+    )
     p.add_argument("--memory-iters", type=int, default=10, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="bench/results", help="where the JSON and the PNG go")
@@ -138,6 +145,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ):
         if v < lo:
             fail(f"{flag}: expected an integer >= {lo}, got {v}")
+    if args.cpu_sepp_bench is not None and not (
+        os.path.isfile(args.cpu_sepp_bench) and os.access(args.cpu_sepp_bench, os.X_OK)
+    ):
+        fail(f"--cpu-sepp-bench: expected an executable file, got {args.cpu_sepp_bench!r}")
     args.notes = []
     if args.dtypes is None:
         if args.device == "cuda":

@@ -1,7 +1,7 @@
 """Peak memory of a deployment, each contender alone in a fresh process of its own at the comparison's batch size:
-``sepp-bench --optimize`` (the C++ executable, the optimized model), and ONNX Runtime and OpenVINO loading the
-exported ONNX file without torch (``_alone.py``). The parent process, which holds every contender at once, is never
-measured."""
+``sepp-bench --optimize`` (the C++ executable, the optimized model; with ``--cpu-sepp-bench`` also one built against
+the CPU-only torch wheel), and ONNX Runtime and OpenVINO loading the exported ONNX file without torch
+(``_alone.py``). The parent process, which holds every contender at once, is never measured."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Memory:
     command: str = ""
     peak_rss_mib: Optional[float] = None
     median_ms: Optional[float] = None
+    torch_version: str = ""  # the torch a sepp-bench was built against
+
+
+_SEPP = "sepp-bench --optimize (C++)"
+_SEPP_CPU = "sepp-bench --optimize (C++, CPU-only torch)"  # its torch version is added to the name
 
 
 def _run_json(cmd: List[str], what: str) -> dict:
@@ -40,12 +45,15 @@ def _run_json(cmd: List[str], what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Tuple[List[str], dict]:
-    """Runs ``sepp-bench --optimize`` alone; returns its command and its peak RSS and median ms."""
-    exe = sepp_bench_executable()
+def _sepp_bench(
+    args: argparse.Namespace, dtype: str, workdir: Path, exe: Optional[str] = None
+) -> Tuple[List[str], dict]:
+    """Runs ``sepp-bench --optimize`` (the installed one, or ``exe``) alone; returns its command and its peak RSS,
+    median ms and torch version."""
+    exe = exe or sepp_bench_executable()
     if exe is None:
         raise Skip("the sepp-bench executable is not installed with this sepp")
-    js = workdir / f"memory-sepp-bench-{dtype}.json"
+    js = workdir / f"memory-{Path(exe).parent.name}-sepp-bench-{dtype}.json"
     cmd = [
         str(exe), "--model", args.model, "--device", "cpu", "--dtype", dtype, "--optimize", "--channels-last",
         "--threads", str(torch.get_num_threads()), "--batch-size", str(args.batch_size),
@@ -54,8 +62,9 @@ def _sepp_bench(args: argparse.Namespace, dtype: str, workdir: Path) -> Tuple[Li
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"sepp-bench exited with {proc.returncode}: {proc.stderr.strip()}")
-    r = json.loads(js.read_text())["results"][0]
-    return cmd, {"peak_rss_mib": r["peak_mib"], "median_ms": r["p50_ms"]}
+    report = json.loads(js.read_text())
+    r = report["results"][0]
+    return cmd, {"peak_rss_mib": r["peak_mib"], "median_ms": r["p50_ms"], "torch_version": report["torch_version"]}
 
 
 def _runtime(runtime: str, args: argparse.Namespace, dtype: str, onnx: Path) -> Tuple[List[str], dict]:
@@ -78,21 +87,29 @@ def measure_memory(
     """Peak RSS of sepp-bench --optimize, ONNX Runtime and OpenVINO (those of ``kinds``, the contender kinds of the
     comparison), each alone in its own process, per dtype. ``onnx`` exports (once) and returns the ONNX file the
     runtimes load. CPU only."""
+    cpu_exe = getattr(args, "cpu_sepp_bench", None)
+    contenders = []
+    if "sepp-cpp" in kinds:
+        contenders.append((_SEPP, lambda d: _sepp_bench(args, d, workdir)))
+        if cpu_exe:
+            contenders.append((_SEPP_CPU, lambda d: _sepp_bench(args, d, workdir, cpu_exe)))
+    if "onnxruntime" in kinds:
+        contenders.append(("ONNX Runtime (alone, no torch)", lambda d: _runtime("onnxruntime", args, d, onnx())))
+    if "openvino" in kinds:
+        contenders.append(("OpenVINO (alone, no torch)", lambda d: _runtime("openvino", args, d, onnx())))
     out = []
     for dtype in dtypes:
-        for kind, name, fn in (
-            ("sepp-cpp", "sepp-bench --optimize (C++)", lambda d: _sepp_bench(args, d, workdir)),
-            ("onnxruntime", "ONNX Runtime (alone, no torch)", lambda d: _runtime("onnxruntime", args, d, onnx())),
-            ("openvino", "OpenVINO (alone, no torch)", lambda d: _runtime("openvino", args, d, onnx())),
-        ):
-            if kind not in kinds:
-                continue
+        for name, fn in contenders:
             if args.device != "cpu":
                 out.append(Memory(name, dtype, "skipped", "measured on the CPU only"))
                 continue
             try:
                 cmd, r = fn(dtype)
-                out.append(Memory(name, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"]))
+                version = r.get("torch_version", "")
+                if name == _SEPP_CPU:
+                    name = f"{_SEPP_CPU[:-1]} {version})"
+                m = Memory(name, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"], version)
+                out.append(m)
             except Skip as e:
                 out.append(Memory(name, dtype, "skipped", str(e)))
             except Exception as e:  # one runtime failing must not take the comparison down
@@ -101,7 +118,7 @@ def measure_memory(
 
 
 def memory_lines(memory: List[dict]) -> List[str]:
-    """One line per dtype: each process's peak RSS, and sepp-bench's as a multiple of OpenVINO's."""
+    """One line per dtype: each process's peak RSS, and sepp-bench's (each build's) as a multiple of OpenVINO's."""
     lines = []
     for dtype in dict.fromkeys(m["dtype"] for m in memory):
         rows = [m for m in memory if m["dtype"] == dtype]
@@ -109,9 +126,14 @@ def memory_lines(memory: List[dict]) -> List[str]:
             f"{m['name']} {m['peak_rss_mib']:.0f} MiB" if m["status"] == "ok" else f"{m['name']} {m['status']}"
             for m in rows
         ]
-        ok = {m["name"].split(" (")[0]: m["peak_rss_mib"] for m in rows if m["status"] == "ok"}
-        ratio = ""
-        if "sepp-bench --optimize" in ok and "OpenVINO" in ok:
-            ratio = f"; sepp-bench ÷ OpenVINO = {ok['sepp-bench --optimize'] / ok['OpenVINO']:.2f}×"
+        ok = [m for m in rows if m["status"] == "ok"]
+        openvino = [m["peak_rss_mib"] for m in ok if m["name"].startswith("OpenVINO")]
+        ratios = [
+            ("" if m["name"] == _SEPP else f"with {m['name'][len(_SEPP) - 1 : -1].lstrip(', ')} ")
+            + f"{m['peak_rss_mib'] / openvino[0]:.2f}×"
+            for m in ok
+            if openvino and m["name"].startswith(_SEPP[:-1])
+        ]
+        ratio = "; sepp-bench ÷ OpenVINO = " + ", ".join(ratios) if ratios else ""
         lines.append(f"Peak memory, each alone in its own process ({dtype}): " + ", ".join(parts) + ratio)
     return lines
