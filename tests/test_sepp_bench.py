@@ -155,3 +155,13 @@ def test_sepp_bench_runs_every_timm_name_optimized(tmp_path, name):
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
     assert r["model"] == name and r["results"][0]["iters"] == 1
+
+
+def test_sepp_bench_optimizes_for_each_batch_size_in_turn_with_a_repeated_one_too(tmp_path):
+    # The eager model is freed after the last batch size's optimization, so that the peak is a deployment's; every
+    # earlier batch size, the repeated one included, must still find it.
+    out = tmp_path / "r.json"
+    p = _run("--model", "se_resnet18", "--image-size", "32", "--batch-size", "2,1,2", "--iters", "1", "--warmup", "0",
+             "--optimize", "--json", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert [r["batch"] for r in json.loads(out.read_text())["results"]] == [2, 1, 2]
