@@ -1,9 +1,12 @@
-"""The optimized CPU model's memory: its convolutions keep one copy of their weights (oneDNN's packed layout), and
-the dense copy another input shape needs is made once, on its first use, from any thread."""
+"""The optimized CPU model's memory: its convolutions keep one copy of their weights (oneDNN's packed layout), the
+dense copy another input shape needs is made once, on its first use, from any thread, and its large activations come
+from a pool it keeps between calls."""
 
 from __future__ import annotations
 
+import gc
 import json
+import resource
 import subprocess
 import sys
 import threading
@@ -68,3 +71,91 @@ def test_the_first_calls_at_a_new_shape_from_several_threads_at_once_match_eager
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert rel_err(o(x), m(x)) < 1e-4
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts minor page faults (getrusage)")
+def test_large_activations_are_not_page_faulted_afresh_on_every_call():
+    # The stem's output here is 4 x 64 x 224 x 224 floats = 49 MiB, above glibc's largest mmap threshold (32 MiB):
+    # allocated through malloc each call, it would be mapped and faulted in anew, 12,544 pages at least.
+    m = randomize_(sepp.se_resnet18()).eval()
+    x = torch.randn(4, 3, 448, 448)
+    o = sepp.optimize_for_inference(m, input_size=list(x.shape))
+    with torch.inference_mode():
+        o(x)
+        held = o.activation_bytes
+        before = _minor_faults()
+        for _ in range(3):
+            o(x)
+        faults = (_minor_faults() - before) / 3
+    assert held > 49 * 2**20, held
+    assert o.activation_bytes == held  # the same blocks, reused
+    assert faults < 1000, faults
+
+
+def test_pooled_activations_give_the_same_output_call_after_call():
+    m = randomize_(sepp.se_resnet18()).eval()
+    x, y = torch.randn(8, 3, 96, 96), torch.randn(8, 3, 96, 96)
+    o = sepp.optimize_for_inference(m, input_size=list(x.shape))
+    with torch.inference_mode():
+        want_x, want_y = m(x), m(y)
+        first = o(x)
+        assert rel_err(o(y), want_y) < 1e-4  # the blocks x's activations used, now holding y's
+        assert torch.equal(o(x), first) and rel_err(first, want_x) < 1e-4
+
+
+def test_a_shape_unused_for_four_calls_gives_its_activation_memory_back():
+    m = randomize_(sepp.se_resnet18()).eval()
+    big, small = torch.randn(8, 3, 128, 128), torch.randn(2, 3, 64, 64)
+    only_small = sepp.optimize_for_inference(m, input_size=list(small.shape))
+    o = sepp.optimize_for_inference(m, input_size=list(small.shape))
+    with torch.inference_mode():
+        only_small(small)
+        o(big)
+        with_big = o.activation_bytes
+        for i in range(4):
+            o(small)
+            if i < 2:
+                assert o.activation_bytes == with_big  # kept while the big shape may come back
+    assert 0 < only_small.activation_bytes == o.activation_bytes < with_big
+
+
+def test_an_output_from_the_activation_pool_outlives_its_model():
+    m = randomize_(sepp.se_resnet18()).eval()
+    x = torch.randn(80, 3, 32, 32)  # 80 x 1000 logits: 312 KiB, a pooled block
+    o = sepp.optimize_for_inference(m, input_size=list(x.shape))
+    with torch.inference_mode():
+        want = m(x)
+        got = o(x)
+    assert o.activation_bytes > got.nbytes
+    del o
+    gc.collect()
+    assert rel_err(got, want) < 1e-4
+    del got  # freed after its pool: back to the allocator
+
+
+def test_several_threads_share_one_models_activation_pool():
+    m = randomize_(sepp.se_resnet18()).eval()
+    o = sepp.optimize_for_inference(m, input_size=[4, 3, 112, 112])
+    xs = [torch.randn(4, 3, 112, 112) for _ in range(4)]
+    with torch.inference_mode():
+        want = [m(x) for x in xs]
+    got = [[] for _ in xs]
+    start = threading.Barrier(len(xs))
+
+    def work(i):
+        start.wait()
+        with torch.inference_mode():
+            for _ in range(3):
+                got[i].append(o(xs[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        assert len(g) == 3 and all(rel_err(y, w) < 1e-4 for y in g)

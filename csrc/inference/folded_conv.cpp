@@ -1,5 +1,6 @@
 #include "inference/folded_conv.h"
 
+#include "inference/activation_pool.h"
 #include "inference/onednn.h"
 
 #include <ATen/Context.h>
@@ -42,6 +43,7 @@ const at::Tensor& FoldedConv::onednn_weight(const at::Tensor& x) const {
 const at::Tensor& FoldedConv::dense() const {
   if (weight.defined() || !packed.defined()) return weight;
   std::call_once(unpacked_->once, [this] {
+    const ActivationPool::Bypass kept;  // it lives as long as the model, not one call
     unpacked_->weight =
         packed.to_dense().reshape(c10::IntArrayRef(weight_shape)).contiguous(at::MemoryFormat::ChannelsLast);
   });

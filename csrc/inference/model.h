@@ -7,6 +7,7 @@
 #include <sepp/inference.h>
 #include <sepp/se_block.h>
 
+#include "inference/activation_pool.h"
 #include "inference/cuda_graphs.h"
 #include "inference/folded_conv.h"
 
@@ -123,6 +124,7 @@ struct OptimizedResNet::Impl {
   at::Tensor fc_weight, fc_bias;
   at::Tensor like;  // an empty tensor of the stem's device and dtype, which inputs are checked against
   std::unique_ptr<inference::GraphCache> graphs;  // CUDA: one graph per input shape (InferenceOptions::cuda_graphs)
+  std::shared_ptr<inference::ActivationPool> activations;  // CPU: large activations, kept between calls
 
   /// The forward pass, op by op, on a channels_last input.
   at::Tensor eager(const at::Tensor& x) const;

@@ -229,6 +229,7 @@ OptimizedResNet optimize_for_inference(const ResNet& model, const InferenceOptio
     impl->fc_weight = fc->weight.detach().to(dtype, false, true).contiguous();
     impl->fc_bias = fc->bias.defined() ? fc->bias.detach().to(dtype, false, true) : at::Tensor();
   }
+  if (impl->device.is_cpu()) impl->activations = inference::ActivationPool::make();
   return OptimizedResNet(std::move(impl));
 }
 
@@ -236,6 +237,8 @@ at::Tensor OptimizedResNet::forward(const at::Tensor& x) const {
   const auto& m = *impl_;
   check_input(x, m.options.in_chans(), m.like, "ResNet");
   torch::NoGradGuard no_grad;
+  std::optional<inference::ActivationPool::Scope> pooled;
+  if (m.activations) pooled.emplace(m.activations);
   const auto xin = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (m.graphs) {
     return m.graphs->run(xin, [&m](const at::Tensor& t) { return m.eager(t); });
@@ -245,6 +248,9 @@ at::Tensor OptimizedResNet::forward(const at::Tensor& x) const {
 
 int64_t OptimizedResNet::cuda_graphs_captured() const {
   return impl_->graphs ? impl_->graphs->captured() : 0;
+}
+int64_t OptimizedResNet::activation_bytes() const {
+  return impl_->activations ? impl_->activations->stats().bytes : 0;
 }
 const ResNetOptions& OptimizedResNet::model_options() const {
   return impl_->options;

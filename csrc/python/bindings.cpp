@@ -138,6 +138,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("backend", &sepp::OptimizedResNet::backend)
       .def_property_readonly("num_features", &sepp::OptimizedResNet::num_features)
       .def_property_readonly("cuda_graphs_captured", &sepp::OptimizedResNet::cuda_graphs_captured)
+      .def_property_readonly("activation_bytes", &sepp::OptimizedResNet::activation_bytes)
       .def_property_readonly(
           "options", [](const sepp::OptimizedResNet& self) { return options_dict(self.model_options()); });
   m.def(

@@ -40,6 +40,13 @@ class OptimizedResNet(nn.Module):
         return self._impl.cuda_graphs_captured
 
     @property
+    def activation_bytes(self) -> int:
+        """CPU: the bytes of activation memory the model keeps between calls, so that its large activations are not
+        mapped afresh (and page-faulted) on every call; those of a shape not used in the last 4 calls are released.
+        0 on CUDA."""
+        return self._impl.activation_bytes
+
+    @property
     def options(self) -> Dict[str, Any]:
         """The options of the model this was made from."""
         return self._impl.options
@@ -104,7 +111,8 @@ def optimize_for_inference(
     """An inference-only twin of ``model`` (a :class:`sepp.ResNet`, e.g. ``sepp.se_resnet50()``) on the model's
     device: every BatchNorm folded into its convolution, channels_last activations, and on the CPU oneDNN
     convolutions with weights prepacked once and ReLU / residual sum + ReLU fused in; each SE block's scale, residual
-    sum and ReLU in one pass. It computes what ``model.eval()`` computes, from a copy of the weights taken now.
+    sum and ReLU in one pass; on the CPU, large activations from a pool kept between calls (``activation_bytes``).
+    It computes what ``model.eval()`` computes, from a copy of the weights taken now.
 
     ``dtype``: what it computes in and takes as input: ``torch.float32`` or ``torch.bfloat16`` on the CPU (bfloat16
     runs oneDNN's kernels where the CPU has them: AVX512-BF16 or AMX), float32 / float16 / bfloat16 on CUDA,

@@ -185,6 +185,28 @@ TEST(OptimizeForInference, MatchesEagerAndChecksInput) {
   EXPECT_THROW(sepp::optimize_for_inference(m, sepp::InferenceOptions().dtype(torch::kHalf)), c10::TypeError);
 }
 
+TEST(OptimizeForInference, PooledActivationsAreReusedAndOutliveTheModel) {
+  torch::manual_seed(0);
+  sepp::ResNet m(sepp::ResNetOptions().block("basic").layers({1, 1, 1, 1}).num_classes(1000).se(true));
+  m->eval();
+  torch::NoGradGuard ng;
+  // 1000 logits x 80 images: an output large enough (312 KiB) to come from the activation pool.
+  const auto x = torch::randn({80, 3, 32, 32});
+  const auto want = m->forward(x);
+  torch::Tensor first, again;
+  {
+    const auto o = sepp::optimize_for_inference(m, sepp::InferenceOptions().input_size({80, 3, 32, 32}));
+    first = o.forward(x);
+    const auto held = o.activation_bytes();
+    EXPECT_GT(held, 0);
+    again = o.forward(x);
+    EXPECT_EQ(o.activation_bytes(), held + static_cast<int64_t>(first.nbytes()));  // `first` is still in use
+  }
+  // The model and its pool are gone; the outputs still hold their memory.
+  EXPECT_TRUE(torch::equal(first, again));
+  EXPECT_LT(((first - want).abs().max() / want.abs().max()).item<double>(), 1e-4);
+}
+
 TEST(Observe, AMarkedChildIsHandedToTheObserverInTimmsOrderAndItsOutputIsUsed) {
   torch::manual_seed(0);
   auto m = small_model();

@@ -30,12 +30,12 @@ struct SEPP_API InferenceOptions {
 
 /// An inference-only SE-ResNet made from a ResNet by optimize_for_inference: every BatchNorm folded into its
 /// convolution's weights and bias; channels_last activations from stem to head; on the CPU, oneDNN convolutions with
-/// weights prepacked once and ReLU / residual-sum + ReLU fused into them; each standard SE block's scale, residual
-/// sum and ReLU in one pass (sepp::se_scale); on CUDA, cuDNN's fused convolutions, the bottleneck SE's squeeze taken
-/// before conv3 (exact in eval mode), the excitation in one kernel, and the whole forward replayed as a CUDA graph
-/// per input shape. It computes the same function as the model in eval mode. It holds its
-/// own copy of the weights (later changes to the model do not reach it), is immutable, and forward may be called
-/// from several threads at once. No autograd.
+/// weights prepacked once and ReLU / residual-sum + ReLU fused into them, and large activations from a pool kept
+/// between calls; each standard SE block's scale, residual sum and ReLU in one pass (sepp::se_scale); on CUDA,
+/// cuDNN's fused convolutions, the bottleneck SE's squeeze taken before conv3 (exact in eval mode), the excitation in
+/// one kernel, and the whole forward replayed as a CUDA graph per input shape. It computes the same function as the
+/// model in eval mode. It holds its own copy of the weights (later changes to the model do not reach it), is
+/// immutable, and forward may be called from several threads at once. No autograd.
 class SEPP_API OptimizedResNet {
  public:
   /// [N, in_chans, H, W] (H, W >= 32 for the standard stem) -> logits [N, num_classes], or the pooled features
@@ -53,6 +53,10 @@ class SEPP_API OptimizedResNet {
   /// How many CUDA graphs (input shapes) the model holds now: at most 8, the least recently used shape dropped first
   /// (and captured again when it comes back); 0 on the CPU or with cuda_graphs off.
   int64_t cuda_graphs_captured() const;
+  /// CPU: the bytes of activation memory the model keeps between calls, so that its large activations are not
+  /// mapped afresh (and page-faulted) on every call; those of a shape not used in the last 4 calls are released.
+  /// 0 on CUDA.
+  int64_t activation_bytes() const;
   int64_t num_features() const;
 
   struct Impl;
