@@ -9,28 +9,52 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/bit_cast.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 namespace sepp::ops {
 namespace {
 
 // tail_rows(out, x, s, id, rows, c): rows of out <- relu(x * s + id), s one row of c scales; out may be x.
-#define SEPP_TAIL_ROWS(T)                                                                               \
-  SEPP_MULTIVERSION void tail_rows(                                                                     \
-      T* out, const T* x, const float* __restrict s, const T* __restrict id, int64_t rows, int64_t c) { \
-    for (int64_t r = 0; r < rows; ++r) {                                                                \
-      for (int64_t k = 0; k < c; ++k) {                                                                 \
-        const float v = static_cast<float>(x[r * c + k]) * s[k] + static_cast<float>(id[r * c + k]);    \
-        out[r * c + k] = static_cast<T>(std::max(v, 0.0f)); /* keeps NaN, as torch.relu does */         \
-      }                                                                                                 \
-    }                                                                                                   \
+SEPP_MULTIVERSION void tail_rows(
+    float* out, const float* x, const float* __restrict s, const float* __restrict id, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < c; ++k) {
+      const float v = x[r * c + k] * s[k] + id[r * c + k];
+      out[r * c + k] = std::max(v, 0.0f);  // keeps NaN, as torch.relu does
+    }
   }
-SEPP_TAIL_ROWS(float)
-SEPP_TAIL_ROWS(c10::BFloat16)
-#undef SEPP_TAIL_ROWS
+}
+
+// bfloat16 as its bits, converted without branches so that the loop vectorizes: widening is a shift, narrowing
+// rounds to nearest even and makes NaN 0x7FC0, as c10::BFloat16 does.
+inline float bf16_to_float(uint16_t b) {
+  return c10::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
+inline uint16_t float_to_bf16(float v) {
+  const uint32_t u = c10::bit_cast<uint32_t>(v);
+  const auto rounded = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return v != v ? uint16_t{0x7FC0} : rounded;
+}
+
+SEPP_MULTIVERSION void tail_rows(
+    uint16_t* out,
+    const uint16_t* x,
+    const float* __restrict s,
+    const uint16_t* __restrict id,
+    int64_t rows,
+    int64_t c) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < c; ++k) {
+      const float v = bf16_to_float(x[r * c + k]) * s[k] + bf16_to_float(id[r * c + k]);
+      out[r * c + k] = float_to_bf16(std::max(v, 0.0f));  // keeps NaN, as torch.relu does
+    }
+  }
+}
 
 // relu(x * s + identity), channels_last, float32 or bfloat16 x, float32 scales [N, C].
 template <typename T>
@@ -112,9 +136,10 @@ void se_scale_cpu_into(
                              identity.const_data_ptr<float>(), n, hw, c);
                        }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
                          using T = c10::BFloat16;
+                         const auto bits = [](const T* p) { return reinterpret_cast<const uint16_t*>(p); };
                          tail_channels_last(
-                             out.mutable_data_ptr<T>(), x.const_data_ptr<T>(), s.const_data_ptr<float>(),
-                             identity.const_data_ptr<T>(), n, hw, c);
+                             reinterpret_cast<uint16_t*>(out.mutable_data_ptr<T>()), bits(x.const_data_ptr<T>()),
+                             s.const_data_ptr<float>(), bits(identity.const_data_ptr<T>()), n, hw, c);
                        }));
     return;
   }
