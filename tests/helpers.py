@@ -10,6 +10,7 @@ pytest hooks, the fixtures and the hypothesis profiles."""
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 import torch
@@ -128,3 +129,25 @@ INFERENCE_OPTIONS = [
     dict(se=(False, True, False, True)),
     dict(reduction=4),
 ]
+
+
+def run_in_threads(work, n: int) -> None:
+    """Runs work(0), ..., work(n - 1) on n threads released together, waits for them all, and raises here, in the
+    test's thread, the first exception one of them raised."""
+    start = threading.Barrier(n)
+    errors = []
+
+    def run(i):
+        try:
+            start.wait()
+            work(i)
+        except BaseException as e:  # re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

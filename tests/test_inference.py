@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import pickle
-import threading
 
 import pytest
 import torch
-from helpers import INFERENCE_OPTIONS, copy_state, randomize_, rel_err
+from helpers import INFERENCE_OPTIONS, copy_state, randomize_, rel_err, run_in_threads
 
 import sepp
 import sepp.reference as reference
@@ -246,11 +245,7 @@ def test_forward_from_several_threads():
         for _ in range(3):
             got[i] = o(xs[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert all(torch.equal(g, w) for g, w in zip(got, want))
 
 

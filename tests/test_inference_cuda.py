@@ -3,11 +3,9 @@ CUDA graphs (one per input shape, captured once, replayed from several threads a
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
-from helpers import INFERENCE_OPTIONS, copy_state, cuda_only, randomize_, rel_err
+from helpers import INFERENCE_OPTIONS, copy_state, cuda_only, randomize_, rel_err, run_in_threads
 
 import sepp
 import sepp.reference as reference
@@ -117,11 +115,7 @@ def test_cuda_graphs_from_several_threads():
                 got[i] = o(xs[i])
             torch.cuda.current_stream().synchronize()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, len(xs))
     for g, w in zip(got, want):
         assert rel_err(g, w) < 1e-4
 
@@ -215,25 +209,14 @@ def test_cuda_graphs_captured_by_two_threads_at_once():
         want = [[m(x) for x in xs] for m in models]
     torch.cuda.synchronize()
     got = [[None] * len(xs) for _ in models]
-    errors = []
-    start = threading.Barrier(len(models))
 
     def work(i):
-        try:
-            with torch.inference_mode(), torch.cuda.stream(torch.cuda.Stream()):
-                start.wait()
-                for k, x in enumerate(xs):
-                    got[i][k] = optimized[i](x)
-                torch.cuda.current_stream().synchronize()
-        except Exception as e:  # reported below, in the test's thread
-            errors.append(e)
+        with torch.inference_mode(), torch.cuda.stream(torch.cuda.Stream()):
+            for k, x in enumerate(xs):
+                got[i][k] = optimized[i](x)
+            torch.cuda.current_stream().synchronize()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(models))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(work, len(models))
     for o, g, w in zip(optimized, got, want):
         assert o.cuda_graphs_captured == len(xs)
         for a, b in zip(g, w):

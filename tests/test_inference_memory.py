@@ -9,11 +9,10 @@ import json
 import resource
 import subprocess
 import sys
-import threading
 
 import pytest
 import torch
-from helpers import randomize_, rel_err
+from helpers import randomize_, rel_err, run_in_threads
 
 import sepp
 
@@ -55,17 +54,11 @@ def test_the_first_calls_at_a_new_shape_from_several_threads_at_once_match_eager
     with torch.inference_mode():
         want = [m(x) for x in xs]
     got = [None] * len(xs)
-    start = threading.Barrier(len(xs))
 
     def work(i):
-        start.wait()
         got[i] = o(xs[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, len(xs))
     assert all(g is not None and rel_err(g, w) < 1e-4 for g, w in zip(got, want))
     # and at the packed shape too, after the dense copies exist
     x = torch.randn(1, 3, 64, 64)
@@ -144,18 +137,12 @@ def test_several_threads_share_one_models_activation_pool():
     with torch.inference_mode():
         want = [m(x) for x in xs]
     got = [[] for _ in xs]
-    start = threading.Barrier(len(xs))
 
     def work(i):
-        start.wait()
         with torch.inference_mode():
             for _ in range(3):
                 got[i].append(o(xs[i]))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, len(xs))
     for g, w in zip(got, want):
         assert len(g) == 3 and all(rel_err(y, w) < 1e-4 for y in g)
