@@ -13,22 +13,13 @@
 #include <string_view>
 #include <vector>
 
+#include "inference/onednn.h"  // sepp's signature of the fused convolution
 #include "shapes.h"
 
 namespace {
 
-using Scalars = c10::List<std::optional<at::Scalar>>;
-using UnaryConvFn = at::Tensor(
-    const at::Tensor&,
-    const at::Tensor&,
-    const std::optional<at::Tensor>&,
-    c10::IntArrayRef,
-    c10::IntArrayRef,
-    c10::IntArrayRef,
-    int64_t,
-    std::string_view,
-    Scalars,
-    std::optional<std::string_view>);
+using sepp::inference::Scalars;
+using sepp::inference::UnaryConvFn;
 
 double aten_median_us(const ConvShape& c, bool bf16, int reps) {
   static const auto conv =

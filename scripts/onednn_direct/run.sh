@@ -13,7 +13,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 src=scripts/onednn_direct
 g++ -O2 -std=c++17 -c "$src/direct.cpp" -o "$out/direct.o"
-g++ -O2 -std=c++20 -c "$src/aten.cpp" -o "$out/aten.o" -I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include" \
+g++ -O2 -std=c++20 -c "$src/aten.cpp" -o "$out/aten.o" -I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include" -Icsrc \
   -D_GLIBCXX_USE_CXX11_ABI=1
 g++ "$out/aten.o" "$out/direct.o" -o "$out/onednn_direct" -L"$torch_dir/lib" -Wl,-rpath,"$torch_dir/lib" \
   -Wl,--no-as-needed -ltorch_cpu -lc10 -Wl,--as-needed -ldnnl
