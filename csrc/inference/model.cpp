@@ -130,12 +130,19 @@ Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) co
       return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
     }
     case SETail::SqueezeFirstScaledConv3: {
+      // The squeeze before conv3 reads h and W3 (mean(U) = W3 mean(h) + b3); after conv3 it reads U, 4 |h|, once
+      // more, from memory when U outgrows the cache.
       const int64_t u_numel = last.weight_shape[0] * h.size(2) * h.size(3);
-      if (h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel) {
+      const bool scaled_conv3 = h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel;
+      if (scaled_conv3 || w3.numel() < 3 * h.numel()) {
         const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
-        const Tensor& w = last.dense();
-        const Tensor sd = s.to(w.scalar_type()).reshape({-1});
-        return last.run_add_relu(h, idn, w * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
+        if (scaled_conv3) {
+          const Tensor& w = last.dense();
+          const Tensor sd = s.to(w.scalar_type()).reshape({-1});
+          return last.run_add_relu(h, idn, w * sd.reshape({-1, 1, 1, 1}), last.bias * sd);
+        }
+        Tensor u = last.run(h, false);
+        return ops::se_scale_(u, s, idn, true);  // relu(U * s + identity), one pass, in place
       }
       [[fallthrough]];
     }

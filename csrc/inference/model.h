@@ -44,8 +44,9 @@ enum class SETail {
   OutOfPlace,
   /// A bottleneck's average squeeze taken before conv3 (mean(U) = W3 mean(h) + b3, exact in eval mode), so s is
   /// known before conv3: at batch 1 on the CPU conv3 runs with its weights scaled by s and the sum + ReLU fused,
-  /// where scaling conv3's weights (~5 |W3| moved) costs less than the passes over U it saves (~4 |U|); otherwise
-  /// as InPlace.
+  /// where scaling conv3's weights (~5 |W3| moved) costs less than the passes over U it saves (~4 |U|); otherwise,
+  /// where reading h and W3 costs less than reading U (|W3| < 3 |h|), conv3 then relu(U * s + identity) in place;
+  /// otherwise as InPlace.
   SqueezeFirstScaledConv3,
   /// The squeeze before conv3 (reading h, a quarter of U's channels), then relu(U * s + identity) in one pass
   /// (CUDA, any batch).
