@@ -36,7 +36,8 @@ def test_every_factory_float32_matches_eager(name):
 @pytest.mark.parametrize("name", ["se_resnet18", "se_resnet50", "se_resnext50_32x4d", "resnet34"])
 def test_float64_matches_the_reference_exactly(name, batch):
     """float64 runs the 'aten' path: BN folding and the fused tail checked against the pure-Python reference (at
-    batch 1 the bottleneck SE takes its squeeze before conv3 and scales conv3's weights)."""
+    batch 1 the bottleneck SE takes its squeeze before conv3 and scales conv3's weights; at batch 2 the early stages
+    take it before conv3 and the late ones, whose conv3 weights outweigh h, after)."""
     m = _pair(name).double()
     ref = reference.create_model(name).double().eval()
     copy_state(m, ref)
