@@ -34,7 +34,11 @@ class Memory:
 
 
 _SEPP = "sepp-bench --optimize (C++)"
-_SEPP_CPU = "sepp-bench --optimize (C++, CPU-only torch)"  # its torch version is added to the name
+
+
+def _sepp_cpu_only(version: str = "") -> str:
+    """The row name of the sepp-bench built against the CPU-only torch, with that torch's version once known."""
+    return f"sepp-bench --optimize (C++, CPU-only torch{' ' + version if version else ''})"
 
 
 def _run_json(cmd: List[str], what: str) -> dict:
@@ -92,7 +96,7 @@ def measure_memory(
     if "sepp-cpp" in kinds:
         contenders.append((_SEPP, lambda d: _sepp_bench(args, d, workdir)))
         if cpu_exe:
-            contenders.append((_SEPP_CPU, lambda d: _sepp_bench(args, d, workdir, cpu_exe)))
+            contenders.append((_sepp_cpu_only(), lambda d: _sepp_bench(args, d, workdir, cpu_exe)))
     if "onnxruntime" in kinds:
         contenders.append(("ONNX Runtime (alone, no torch)", lambda d: _runtime("onnxruntime", args, d, onnx())))
     if "openvino" in kinds:
@@ -106,8 +110,8 @@ def measure_memory(
             try:
                 cmd, r = fn(dtype)
                 version = r.get("torch_version", "")
-                if name == _SEPP_CPU:
-                    name = f"{_SEPP_CPU[:-1]} {version})"
+                if name == _sepp_cpu_only():
+                    name = _sepp_cpu_only(version)
                 m = Memory(name, dtype, "ok", "", " ".join(cmd), r["peak_rss_mib"], r["median_ms"], version)
                 out.append(m)
             except Skip as e:
@@ -128,12 +132,13 @@ def memory_lines(memory: List[dict]) -> List[str]:
         ]
         ok = [m for m in rows if m["status"] == "ok"]
         openvino = [m["peak_rss_mib"] for m in ok if m["name"].startswith("OpenVINO")]
-        ratios = [
-            ("" if m["name"] == _SEPP else f"with {m['name'][len(_SEPP) - 1 : -1].lstrip(', ')} ")
-            + f"{m['peak_rss_mib'] / openvino[0]:.2f}×"
-            for m in ok
-            if openvino and m["name"].startswith(_SEPP[:-1])
-        ]
+        ratios = []
+        for m in ok:
+            if not openvino or not m["name"].startswith("sepp-bench --optimize"):
+                continue
+            # "(C++)" is the installed build; "(C++, CPU-only torch X)" is named by what follows "C++, ".
+            build = m["name"][m["name"].index("(") + 1 : -1].removeprefix("C++").removeprefix(", ")
+            ratios.append((f"with {build} " if build else "") + f"{m['peak_rss_mib'] / openvino[0]:.2f}×")
         ratio = "; sepp-bench ÷ OpenVINO = " + ", ".join(ratios) if ratios else ""
         lines.append(f"Peak memory, each alone in its own process ({dtype}): " + ", ".join(parts) + ratio)
     return lines
