@@ -97,15 +97,17 @@ def tiny():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_forward_and_backward(tiny, dtype):
-    x = torch.randn(4, 3, 32, 32)
+    # Batch 16: the model is in training mode, and batch statistics over 4 images amplify the rounding (a max error
+    # of 0.11 in 200 seeds); over 16 they do not.
+    x = torch.randn(16, 3, 32, 32)
     reference = tiny(x)
     with torch.autocast("cpu", dtype=dtype):
         y = tiny(x)
     assert y.dtype == dtype
     y.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in tiny.parameters())
-    # Rounding to 8 mantissa bits at every operator: over 12 seeds, bf16 gave 0.02 to 0.058 of the largest logit
-    # (fp16 about eight times less); a wrong operator gives errors of order 1.
+    # Rounding to 8 mantissa bits at every operator: over 200 seeds, bf16 gave 0.012 to 0.035 of the largest logit
+    # (fp16 0.0014 to 0.0059); a wrong operator gives errors of order 1.
     assert rel_err(y.float(), reference) < 1e-1
 
 
