@@ -105,6 +105,24 @@ def test_bfloat16_within_2e_2_of_float32(name):
     assert rel_err(got, want) < 2e-2
 
 
+@pytest.mark.parametrize("batch", [1, 4, 33])
+@pytest.mark.parametrize(
+    "se", [{}, {"squeeze": "avgmax", "gate": "hard_sigmoid", "se_bias": False}, {"squeeze": "max", "gate": "tanh"}]
+)
+def test_bfloat16_se_weights_give_the_float32_model_within_2e_2_on_both_sides_of_32_images(batch, se):
+    """A bfloat16 model on the CPU keeps its SE weights, and conv3's for the squeeze taken before it, in bfloat16:
+    sepp's dot products widen them as they read them up to 32 images, ATen's products get them widened beyond. At 64
+    x 64, batch 1 scales layer1's conv3 by s, batch 4 squeezes before conv3 and batch 33 takes neither path."""
+    m = randomize_(sepp.ResNet(block="bottleneck", layers=(1, 1, 1, 1), se=True, **se)).eval()
+    o = sepp.optimize_for_inference(m, dtype=torch.bfloat16)
+    x = torch.randn(batch, 3, 64, 64)
+    with torch.inference_mode():
+        got = o(x.bfloat16())
+        want = m(x)
+    assert got.dtype == torch.bfloat16
+    assert rel_err(got, want) < 2e-2
+
+
 def test_weights_are_a_copy_taken_at_optimization():
     m = _pair("se_resnet18")
     o = sepp.optimize_for_inference(m)

@@ -10,6 +10,7 @@
 
 #include <ATen/ops/avg_pool2d.h>
 #include <ATen/ops/empty.h>
+#include <ATen/record_function.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
@@ -62,7 +63,6 @@ Tensor Affine::relu(const Tensor& x) const {
 }
 
 Tensor SEWeights::of(const Tensor& t) const {
-  const auto acc = w1.scalar_type();
   switch (squeeze) {
     case SESqueeze::Avg:
       return excite(ops::se_squeeze(t, acc));
@@ -76,6 +76,10 @@ Tensor SEWeights::of(const Tensor& t) const {
 
 Tensor SEWeights::excite(const Tensor& z) const {
   using ops::detail::defined_or_nullopt;
+  if (w1.scalar_type() != z.scalar_type()) {  // bfloat16 weights, float32 z: not an operator's dtypes
+    RECORD_FUNCTION("sepp::se_excite", std::vector<c10::IValue>({z}));
+    return ops::cpu::excite(z, w1, b1, w2, b2, gate);
+  }
   return ops::se_excite(z, w1, defined_or_nullopt(b1), w2, defined_or_nullopt(b2), gate);  // one launch on CUDA
 }
 
@@ -125,7 +129,7 @@ Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) co
   const FoldedConv& last = convs.back();
   switch (tail) {
     case SETail::SqueezeFirst: {
-      const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+      const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, se->acc), w3, b3));
       const Tensor u = last.run(h, false);
       return ops::se_scale(u, s.to(u.scalar_type()), idn, true);
     }
@@ -135,7 +139,7 @@ Tensor Block::merge_se(const Tensor& h, c10::function_ref<Tensor()> shortcut) co
       const int64_t u_numel = last.weight_shape[0] * h.size(2) * h.size(3);
       const bool scaled_conv3 = h.size(0) == 1 && 5 * w3.numel() < 4 * u_numel;
       if (scaled_conv3 || w3.numel() < 3 * h.numel()) {
-        const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, w3.scalar_type()), w3, b3));
+        const Tensor s = se->excite(ops::cpu::linear(ops::se_squeeze(h, se->acc), w3, b3));
         if (scaled_conv3) {
           const Tensor& w = last.dense();
           const Tensor sd = s.to(w.scalar_type()).reshape({-1});

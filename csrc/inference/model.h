@@ -22,9 +22,11 @@
 
 namespace sepp::inference {
 
-/// An SE block's excitation as tensors: [rd, C], [C, rd] in the MLP's dtype (float32 for half-precision models).
+/// An SE block's excitation as tensors: w1 [rd, C], w2 [C, rd], b1, b2 in the MLP's dtype (float32 for half-precision
+/// models), but w1 and w2 in bfloat16 for a CPU bfloat16 model (see ops/cpu/dense.h).
 struct SEWeights {
   at::Tensor w1, b1, w2, b2;
+  c10::ScalarType acc = at::kFloat;  // the MLP's dtype: the squeeze's z and the excitation s
   SESqueeze squeeze = SESqueeze::Avg;
   std::string gate;
 
@@ -87,7 +89,8 @@ struct Block {
   SEStrategy strategy = SEStrategy::Standard;
   bool relu_before_se = false;
   SETail tail = SETail::InPlace;
-  at::Tensor w3, b3;  // conv3's folded weight as [C, C/4] and bias, in the MLP's dtype (the SqueezeFirst tails)
+  at::Tensor w3,
+      b3;  // conv3's folded weight as [C, C/4] (in w1's dtype) and bias (the MLP's), for the SqueezeFirst tails
   // Pre-activated: bn1 before the convolutions, each of which but the last has the next BN folded in; the last
   // convolution and the downsample have no BN.
   std::optional<Affine> preact;

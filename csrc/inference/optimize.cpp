@@ -24,10 +24,11 @@ using inference::SEWeights;
 using Shape = std::array<int64_t, 4>;  // [N, C, H, W] of a convolution's input
 
 // Copies (copy=true): the optimized model must not see later changes to the model's weights.
-SEWeights se_weights(const SEBlock& se, c10::ScalarType mlp_dtype) {
+SEWeights se_weights(const SEBlock& se, c10::ScalarType mlp_dtype, c10::ScalarType weight_dtype) {
   SEWeights s;
-  s.w1 = se->fc1->weight.detach().flatten(1).to(mlp_dtype, false, true).contiguous();
-  s.w2 = se->fc2->weight.detach().flatten(1).to(mlp_dtype, false, true).contiguous();
+  s.acc = mlp_dtype;
+  s.w1 = se->fc1->weight.detach().flatten(1).to(weight_dtype, false, true).contiguous();
+  s.w2 = se->fc2->weight.detach().flatten(1).to(weight_dtype, false, true).contiguous();
   if (se->options.bias()) {
     s.b1 = se->fc1->bias.detach().to(mlp_dtype, false, true);
     s.b2 = se->fc2->bias.detach().to(mlp_dtype, false, true);
@@ -116,7 +117,10 @@ Block fold_block(
         Shape{n, conv->options.in_channels(), down_hw[0], down_hw[1]});
   }
   if (m.se) {
-    b.se = se_weights(m.se, mlp_dtype);
+    // A bfloat16 model on the CPU keeps its SE weights (and conv3's, for the squeeze before it) in bfloat16, as its
+    // convolutions do: cpu::dense widens them as it reads them, from half the bytes.
+    const auto weight_dtype = target.onednn && target.dtype == at::kBFloat16 ? at::kBFloat16 : mlp_dtype;
+    b.se = se_weights(m.se, mlp_dtype, weight_dtype);
     b.strategy = m.se_strategy();
     b.relu_before_se = m.options.relu_before_se();
     if (preact) {
@@ -125,7 +129,7 @@ Block fold_block(
       b.tail = choose_tail(b, device);
       if (b.tail == SETail::SqueezeFirst || b.tail == SETail::SqueezeFirstScaledConv3) {
         const auto& c3 = b.convs.back();
-        b.w3 = c3.dense().flatten(1).to(mlp_dtype).contiguous();
+        b.w3 = c3.dense().flatten(1).to(weight_dtype).contiguous();
         b.b3 = c3.bias.to(mlp_dtype);
       }
     }

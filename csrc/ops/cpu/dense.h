@@ -9,7 +9,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
+#include <string_view>
 
 namespace sepp::ops::cpu {
 
@@ -28,8 +31,37 @@ constexpr int64_t kMaxDotBatch = 32;
 /// output features. Each output adds in a fixed order, so the result does not depend on the number of threads.
 void dense(float* out, const float* w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act);
 
-/// torch.nn.functional.linear(x, w, b) for x [n, k]: dense() where x, w and b are float32 CPU tensors and
-/// 1 <= n <= kMaxDotBatch, at::linear otherwise (which also reports shapes that do not fit). b may be undefined.
+/// dense() with bfloat16 weights, each widened exactly to float32 as it is read: the sums dense() gives on the widened
+/// weights, from half the bytes.
+void dense(
+    float* out,
+    const c10::BFloat16* w,
+    const float* b,
+    const float* x,
+    int64_t n,
+    int64_t k,
+    int64_t m,
+    Activation act);
+
+/// dense() with the weights of a contiguous float32 or bfloat16 CPU tensor.
+void dense(
+    float* out, const at::Tensor& w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act);
+
+/// torch.nn.functional.linear(x, w, b) for x [n, k]: dense() where x and b are float32 CPU tensors, w a float32 or
+/// bfloat16 one and 1 <= n <= kMaxDotBatch, at::linear otherwise (bfloat16 weights widened for a float32 x; at::linear
+/// also reports shapes that do not fit). b may be undefined.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+
+/// The SE excitation gate(relu(z W1^T + b1) W2^T + b2) for a float32 z [n, C] and biases (each may be undefined),
+/// with W1 [R, C] and W2 [C, R] both float32 or both bfloat16 (an optimized bfloat16 model keeps its SE weights in
+/// bfloat16, half the bytes to read): two dense() passes up to kMaxDotBatch samples, ATen's products in float32 beyond.
+/// Shapes are the caller's to check (sepp::se_excite checks them).
+at::Tensor excite(
+    const at::Tensor& z,
+    const at::Tensor& w1,
+    const at::Tensor& b1,
+    const at::Tensor& w2,
+    const at::Tensor& b2,
+    std::string_view gate);
 
 }  // namespace sepp::ops::cpu
