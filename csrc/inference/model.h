@@ -89,8 +89,8 @@ struct Block {
   SEStrategy strategy = SEStrategy::Standard;
   bool relu_before_se = false;
   SETail tail = SETail::InPlace;
-  at::Tensor w3,
-      b3;  // conv3's folded weight as [C, C/4] (in w1's dtype) and bias (the MLP's), for the SqueezeFirst tails
+  // conv3's folded weight as [C, C/4] (in the SE weights' dtype) and bias (the MLP's), for the SqueezeFirst tails.
+  at::Tensor w3, b3;
   // Pre-activated: bn1 before the convolutions, each of which but the last has the next BN folded in; the last
   // convolution and the downsample have no BN.
   std::optional<Affine> preact;

@@ -184,7 +184,8 @@ void dense(
   const int64_t grain = std::max<int64_t>(1, kDenseTaskWork / std::max<int64_t>(1, n * k));
   const int code = act_code(act);
   at::parallel_for(0, m, grain, [&](int64_t j0, int64_t j1) {
-    const auto row = std::make_unique<float[]>(n > 1 ? static_cast<size_t>(k) : 0);
+    std::unique_ptr<float[]> row;  // the widened row that several samples share
+    if (n > 1) row = std::make_unique<float[]>(static_cast<size_t>(k));
     dense_rows_bf16(out, w, b, x, n, k, m, j0, j1, code, row.get());
   });
 }
