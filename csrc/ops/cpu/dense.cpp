@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
 #include <ATen/record_function.h>
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cstring>
@@ -166,37 +167,20 @@ bool is_cpu_weight(const at::Tensor& t) {
 }  // namespace
 
 void dense(
-    float* out, const float* w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act) {
-  const int64_t grain = std::max<int64_t>(1, kDenseTaskWork / std::max<int64_t>(1, n * k));
-  const int code = act_code(act);
-  at::parallel_for(0, m, grain, [&](int64_t j0, int64_t j1) { dense_rows_f32(out, w, b, x, n, k, m, j0, j1, code); });
-}
-
-void dense(
-    float* out,
-    const c10::BFloat16* w,
-    const float* b,
-    const float* x,
-    int64_t n,
-    int64_t k,
-    int64_t m,
-    Activation act) {
-  const int64_t grain = std::max<int64_t>(1, kDenseTaskWork / std::max<int64_t>(1, n * k));
-  const int code = act_code(act);
-  at::parallel_for(0, m, grain, [&](int64_t j0, int64_t j1) {
-    std::unique_ptr<float[]> row;  // the widened row that several samples share
-    if (n > 1) row = std::make_unique<float[]>(static_cast<size_t>(k));
-    dense_rows_bf16(out, w, b, x, n, k, m, j0, j1, code, row.get());
-  });
-}
-
-void dense(
     float* out, const at::Tensor& w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act) {
+  const int64_t grain = std::max<int64_t>(1, kDenseTaskWork / std::max<int64_t>(1, n * k));
+  const int code = act_code(act);
   if (w.scalar_type() == at::kBFloat16) {
-    dense(out, w.const_data_ptr<c10::BFloat16>(), b, x, n, k, m, act);
-  } else {
-    dense(out, w.const_data_ptr<float>(), b, x, n, k, m, act);
+    const c10::BFloat16* wp = w.const_data_ptr<c10::BFloat16>();
+    at::parallel_for(0, m, grain, [&](int64_t j0, int64_t j1) {
+      std::unique_ptr<float[]> row;  // the widened row that several samples share
+      if (n > 1) row = std::make_unique<float[]>(static_cast<size_t>(k));
+      dense_rows_bf16(out, wp, b, x, n, k, m, j0, j1, code, row.get());
+    });
+    return;
   }
+  const float* wp = w.const_data_ptr<float>();
+  at::parallel_for(0, m, grain, [&](int64_t j0, int64_t j1) { dense_rows_f32(out, wp, b, x, n, k, m, j0, j1, code); });
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

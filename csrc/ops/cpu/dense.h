@@ -9,8 +9,6 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <c10/util/BFloat16.h>
-
 #include <cstdint>
 #include <string_view>
 
@@ -27,23 +25,10 @@ struct Activation {
 /// weights better.
 constexpr int64_t kMaxDotBatch = 32;
 
-/// out [n, m] <- act(x [n, k] W^T + b), with W [m, k] and b [m] (or null), float32, contiguous; parallel over the m
-/// output features. Each output adds in a fixed order, so the result does not depend on the number of threads.
-void dense(float* out, const float* w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act);
-
-/// dense() with bfloat16 weights, each widened exactly to float32 as it is read: the sums dense() gives on the widened
-/// weights, from half the bytes.
-void dense(
-    float* out,
-    const c10::BFloat16* w,
-    const float* b,
-    const float* x,
-    int64_t n,
-    int64_t k,
-    int64_t m,
-    Activation act);
-
-/// dense() with the weights of a contiguous float32 or bfloat16 CPU tensor.
+/// out [n, m] <- act(x [n, k] W^T + b), with W [m, k] a contiguous float32 or bfloat16 CPU tensor and b [m] (or null)
+/// and x float32, contiguous; parallel over the m output features. Each output adds in a fixed order, so the result
+/// does not depend on the number of threads. Bfloat16 weights are widened exactly to float32 as they are read: the
+/// sums their widening gives, from half the bytes.
 void dense(
     float* out, const at::Tensor& w, const float* b, const float* x, int64_t n, int64_t k, int64_t m, Activation act);
 
